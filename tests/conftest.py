@@ -1,0 +1,28 @@
+"""Shared fixtures. Container tests are marked `container`; GPU tests `gpu` (skipped without /dev/kfd)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from toolbox.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings whose results go to a temporary directory; caches stay shared (models, sources)."""
+    return load_settings(results_dir=tmp_path / "results")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.path.exists("/dev/kfd"):
+        return
+    skip_gpu = pytest.mark.skip(reason="needs an AMD Strix Halo GPU (/dev/kfd not present)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,122 @@
+"""The pins file (containers/pins.toml): every version the images depend on, typed and validated."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from toolbox.errors import ToolboxError
+
+LABEL_PREFIX = "org.strix-toolbox"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SdistPins(_Frozen):
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    subdir: str
+
+
+class LlamaCppPins(_Frozen):
+    repo: str
+    commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    short_commit: str
+    build_number: int
+    tree_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sdist: SdistPins
+
+
+class DebianPins(_Frozen):
+    mirror: str
+    suite: str
+
+
+class BackendPins(_Frozen):
+    name: str = ""
+    dockerfile: str
+    base_image: str
+    runtime_base_image: str | None = None
+    offline_base: str | None = None
+    apt_extra_suites: list[str] = []
+    gpu_target: str | None = None
+    rocm_version: str | None = None
+    cmake_flags: list[str]
+    build_packages: dict[str, str] = {}
+    runtime_packages: dict[str, str] = {}
+    version_packages: list[str] = []
+
+    @property
+    def offline_capable(self) -> bool:
+        return self.offline_base is not None
+
+
+class Pins(_Frozen):
+    schema_: int = Field(alias="schema")
+    llama_cpp: LlamaCppPins
+    debian: DebianPins
+    backends: dict[str, BackendPins]
+
+    def backend(self, name: str) -> BackendPins:
+        try:
+            return self.backends[name]
+        except KeyError:
+            raise ToolboxError(f"unknown backend {name!r}", f"choose one of: {', '.join(self.backends)}") from None
+
+
+def load_pins(path: Path) -> Pins:
+    """Read and validate the pins file; a broken file is a one-line error naming the field."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ToolboxError(f"pins file not found: {path}", "run from the toolbox checkout or set TOOLBOX_PINS_FILE") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ToolboxError(f"pins file {path} is not valid TOML ({exc})", "fix the syntax") from None
+    for name, backend in data.get("backends", {}).items():
+        backend["name"] = name
+    try:
+        return Pins.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ToolboxError(f"pins file {path}: {where}: {err['msg']}", "fix containers/pins.toml") from None
+
+
+def apt_spec(packages: dict[str, str]) -> str:
+    """`{"cmake": "3.31.6-2"}` -> `"cmake=3.31.6-2"`: what apt-get install takes for a pinned version."""
+    return " ".join(f"{name}={version}" if version else name for name, version in packages.items())
+
+
+def build_args(pins: Pins, backend: str, base_image: str, llama_source: str = "context") -> dict[str, str]:
+    """The docker build args for one backend: the only way versions reach the Dockerfiles."""
+    b = pins.backend(backend)
+    llama = pins.llama_cpp
+    args = {
+        "BACKEND": backend,
+        "BASE_IMAGE": base_image,
+        "LLAMA_SOURCE": llama_source,
+        "LLAMA_REPO": llama.repo,
+        "LLAMA_COMMIT": llama.commit,
+        "LLAMA_SHORT_COMMIT": llama.short_commit,
+        "LLAMA_BUILD_NUMBER": str(llama.build_number),
+        "LLAMA_TREE_SHA256": llama.tree_sha256,
+        "CMAKE_FLAGS": " ".join(b.cmake_flags),
+        "BUILD_PACKAGES": apt_spec(b.build_packages),
+        "RUNTIME_PACKAGES": apt_spec(b.runtime_packages),
+        "VERSION_PACKAGES": " ".join(b.version_packages),
+        "GPU_TARGET": b.gpu_target or "",
+    }
+    if b.apt_extra_suites:
+        args["APT_EXTRA_SUITES"] = " ".join(b.apt_extra_suites)
+        args["DEBIAN_MIRROR"] = pins.debian.mirror
+    if b.runtime_base_image:
+        args["RUNTIME_BASE_IMAGE"] = b.runtime_base_image
+    if b.rocm_version:
+        args["ROCM_VERSION"] = b.rocm_version
+    return args

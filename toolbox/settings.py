@@ -1,0 +1,47 @@
+"""Settings: one class, env prefix TOOLBOX_, an optional TOML file, built by load_settings()."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "strix-halo-toolbox"
+
+
+class Settings(BaseSettings):
+    """Everything a run depends on that is not a pin. Every field can be set as TOOLBOX_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="TOOLBOX_", toml_file="toolbox.toml", extra="ignore")
+
+    results_dir: Path = Field(REPO_ROOT / "results", description="where runs are written (results/<run_id>/)")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="models, sources, base rootfs")
+    pins_file: Path = Field(REPO_ROOT / "containers" / "pins.toml", description="the one file of versions")
+    containers_dir: Path = Field(REPO_ROOT / "containers", description="Dockerfiles per backend")
+    offline: bool = Field(False, description="build without registry or git: local Debian base, source from PyPI sdist")
+    host_root: Path = Field(Path("/"), description="root for host reads (sysfs, procfs): tests point it at a recorded tree")
+    group_timeout_s: float = Field(3600.0, description="timeout for one container (one group of cases)")
+    peak_bandwidth_gbs: float = Field(256.0, description="memory bandwidth peak, GB/s (Strix Halo theoretical: 256)")
+    peak_tflops: float = Field(59.4, description="GPU FP16 peak, TFLOP/s (Radeon 8060S: 40 CU x 2.9 GHz, dual-issue WMMA)")
+    unstable_spread: float = Field(0.05, description="relative spread above which a result is flagged unstable")
+
+    @field_validator("results_dir", "cache_dir", "pins_file", "containers_dir", "host_root")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(v).expanduser()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings from overrides, TOOLBOX_* environment variables and ./toolbox.toml (in that order)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
