@@ -164,6 +164,18 @@ def doctor(c, root=None, json=False):
         raise Exit(code=1)
 
 
+@task(help={"write_matrices": "regenerate containers/compose/matrices/*.args from the matrix presets"})
+@_one_line_errors
+def compose_env(c, write_matrices=False):
+    """Print the .env compose.yaml needs (numeric device GIDs, machine identity): invoke compose-env > .env"""
+    from toolbox import compose
+
+    if write_matrices:
+        for path in compose.write_matrices():
+            print(f"wrote {path}", file=sys.stderr)
+    print(compose.compose_env(_settings()), end="")
+
+
 # --- check (toolbox.check) ---------------------------------------------------
 
 

@@ -215,7 +215,10 @@ def _require_buildx() -> None:
 
 def _link_tree(tree: Path, dest: Path) -> None:
     """Hard-link the source into the build context (fast, no copy); fall back to copying across filesystems."""
-    ignore = shutil.ignore_patterns(".git", "build*", "*.gguf")
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        top = Path(directory) == tree
+        return {n for n in names if n == ".git" or n.endswith(".gguf") or (top and n.startswith("build"))}
+
     try:
         shutil.copytree(tree, dest, copy_function=os.link, ignore=ignore)
     except OSError:

@@ -6,7 +6,8 @@ src=$1; build=$2; shift 2
 mkdir -p "$build"
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
-  "$@" 2>&1 | tee "$build/configure.log"
+  "$@" > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; echo "error: CMake configure failed" >&2; exit 1; }
+cat "$build/configure.log"
 # A flag CMake did not use does nothing: a label that lists it would be a lie.
 if grep -q "Manually-specified variables were not used" "$build/configure.log"; then
   sed -n '/Manually-specified variables were not used/,/^$/p;/^ *[A-Z_]*$/p' "$build/configure.log" >&2
