@@ -51,6 +51,7 @@ class BackendPins(_Frozen):
     build_packages: dict[str, str] = {}
     runtime_packages: dict[str, str] = {}
     version_packages: list[str] = []
+    check_targets: list[str] = []  # object files `build --check` compiles (configure + a few units)
 
     @property
     def offline_capable(self) -> bool:
@@ -119,4 +120,6 @@ def build_args(pins: Pins, backend: str, base_image: str, llama_source: str = "c
         args["RUNTIME_BASE_IMAGE"] = b.runtime_base_image
     if b.rocm_version:
         args["ROCM_VERSION"] = b.rocm_version
+    if b.check_targets:
+        args["CHECK_TARGETS"] = " ".join(b.check_targets)
     return args

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Configure llama.cpp with the pinned flags; refuse flags the pinned llama.cpp does not use.
+# usage: configure-llama.sh <src> <build dir> <cmake flags...>
+set -eu
+src=$1; build=$2; shift 2
+mkdir -p "$build"
+cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+  "$@" > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; echo "error: CMake configure failed" >&2; exit 1; }
+cat "$build/configure.log"
+# A flag CMake did not use does nothing: a label that lists it would be a lie.
+if grep -q "Manually-specified variables were not used" "$build/configure.log"; then
+  sed -n '/Manually-specified variables were not used/,/^$/p' "$build/configure.log" >&2
+  echo "error: CMake did not use some of the pinned flags (above): fix cmake_flags in containers/pins.toml" >&2
+  exit 3
+fi
