@@ -43,14 +43,18 @@ def _settings(**overrides):
         "offline": "no registry, no git: base bootstrapped from Debian's archive, llama.cpp from --source or PyPI's llama-cpp-python sdist",
         "source": "llama.cpp source: a directory or tarball (verified against the pinned tree hash)",
         "force": "rebuild even if an image with the same inputs exists",
+        "check": "only configure with the pinned flags and compile a few units (the HIP check CI runs without a GPU)",
     },
 )
 @_one_line_errors
-def build(c, backend, offline=False, source=None, force=False):
+def build(c, backend, offline=False, source=None, force=False, check=False):
     """Build the pinned llama.cpp image for one backend (answers 'up to date' if nothing changed)."""
     from toolbox.images import build as build_image
 
-    r = build_image(_settings(), backend, offline=offline or None, source=source, force=force)
+    r = build_image(_settings(), backend, offline=offline or None, source=source, force=force, check=check)
+    if check:
+        print(f"{backend}: check passed in {r.seconds:.0f} s (configure with the pinned flags + representative units); log: {r.log}")
+        return
     state = "up to date" if r.up_to_date else f"built in {r.seconds:.0f} s"
     print(f"{r.tag}: {state}, {r.size_bytes / 1e6:.0f} MB, llama.cpp {r.labels.get('org.strix-toolbox.llama-commit', '?')[:12]} (b{r.labels.get('org.strix-toolbox.llama-build-number', '?')})")
 
@@ -129,7 +133,164 @@ def bench(c, matrix="default", backend="auto", model=None, allow_cpu_vulkan=Fals
 # --- results (toolbox.results) -----------------------------------------------
 
 
+@task(
+    name="import",
+    help={"path": "llama-bench output to import: a md/csv/json/jsonl/sql file, a log holding it, or a directory (walked)",
+          "also": "another file or directory to add to the same run (repeatable)"},
+    iterable=["also"],
+    positional=["path"],
+)
+@_one_line_errors
+def import_(c, path=None, also=None):
+    """Turn existing llama-bench output (old logs, any format) into one run beside the new results.
+
+    invoke import old-logs/            one run from every file under old-logs/
+    invoke import a.md --also b.jsonl  one run from both
+    """
+    files = ([path] if path else []) + list(also or [])
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from toolbox.results import import_files, load_run
+
+    settings = _settings()
+    run_id = import_files([Path(f) for f in files or []], settings.results_dir, argv=sys.argv)
+    meta, rows = load_run(settings.results_dir, run_id)
+    console = Console()
+    for s in meta["sources"]:
+        note = f"  [yellow]{s['errors'][0]}[/yellow]" if s["errors"] else ""
+        console.print(f"{s['rows']:4} rows  {s['format']:6} {s['path']}{note}", soft_wrap=True)
+    console.print(f"run {run_id}: {len(rows)} rows imported into {settings.results_dir / run_id}")
+
+
+@task(help={"json": "print the list as JSON"})
+@_one_line_errors
+def results(c, json=False):
+    """List the runs: when, what kind, backends, models, rows ok / failed, status."""
+    import json as json_module
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from toolbox.results import list_runs
+
+    settings = _settings()
+    runs = list_runs(settings.results_dir)
+    if json:
+        print(json_module.dumps(runs, indent=2))
+        return
+    if not runs:
+        print(f"no runs in {settings.results_dir}: invoke bench, or invoke import FILE...")
+        return
+    table = Table()
+    for name in ("run", "started", "kind", "status"):
+        table.add_column(name, no_wrap=True)
+    for name in ("backends", "models", "ok", "failed"):
+        table.add_column(name, justify="right" if name in ("ok", "failed") else "left")
+    for r in runs:
+        status = f"[red]{r['status']}[/red]" if r["status"] in ("corrupt", "failed") else str(r["status"])
+        models = "; ".join(r["models"][:2]) + (f" +{len(r['models']) - 2} more" if len(r["models"]) > 2 else "")
+        table.add_row(r["run_id"], (r["started_at"] or "")[:16].replace("T", " "), r["kind"] or "", status,
+                      "; ".join(r["backends"]), models, str(r["rows_ok"]), str(r["rows_failed"]))
+    Console().print(table)
+    for r in runs:
+        if r["error"]:
+            Console().print(f"{r['run_id']}: {r['error']}", style="yellow", markup=False)
+
+
 # --- report / compare / export / log (toolbox.report, toolbox.compare, ...) ---
+
+
+@task(
+    help={
+        "run_id": "run id (repeatable); default: the latest run",
+        "out": "directory for report.md, report.html and the PNGs; default: beside the run",
+        "active_params": "MoE only: active parameters per token (e.g. 3.3e9), for the bandwidth / TFLOP figures",
+        "no_files": "only print the table, write nothing",
+    },
+    iterable=["run_id"],
+)
+@_one_line_errors
+def report(c, run_id=None, out=None, active_params=None, no_files=False):
+    """Tables in the terminal, report.md / report.html / PNG plots beside the run, distance to the physical limit."""
+    from rich.console import Console
+
+    from toolbox import report as rp
+
+    console = Console()
+    rep = rp.report(_settings(), run_id or None, out_dir=out, active_params=float(active_params) if active_params else None,
+                    write=not no_files)
+    rp.render_console(rep, console)
+    if rep.files:
+        console.print("written: " + ", ".join(str(f) for f in rep.files))
+
+
+@task(
+    help={
+        "base": "BASE: a run id, or a llama-bench output file (imported first)",
+        "new": "NEW: a run id, or a llama-bench output file (imported first)",
+        "threshold": "smallest change that counts as faster / slower, as a fraction (default 0.05 = 5%)",
+        "alpha": "significance level of the test (default 0.05)",
+        "test": "welch (Welch's t-test, default) or mannwhitney (Mann-Whitney U) on the raw samples",
+        "ignore": "identity keys left out of the match, comma list (e.g. backend to compare two images)",
+        "markdown": "also write the comparison as Markdown to this file",
+    },
+)
+@_one_line_errors
+def compare(c, base, new, threshold=0.05, alpha=0.05, test="welch", ignore="", markdown=None):
+    """Join two runs on identity keys: ratio ± uncertainty and a significance mark per test. Exit 1 on any regression."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from toolbox import compare as cmp
+
+    cr = cmp.compare(_settings(), base, new, threshold=float(threshold), alpha=float(alpha), test=test,
+                     ignore=[k.strip() for k in ignore.split(",") if k.strip()])
+    cmp.render_console(cr, Console())
+    if markdown:
+        Path(markdown).write_text(cmp.render_markdown(cr), encoding="utf-8")
+        print(f"written: {markdown}")
+    if cr.regressions:
+        raise Exit(f"{len(cr.regressions)} regression(s) beyond {float(threshold):.0%} (or broken / failed)", code=1)
+
+
+@task(
+    help={
+        "run_id": "run id (repeatable); default: the latest run",
+        "format": "csv, parquet, sqlite (llama-bench's llama_bench table, for compare-llama-bench.py) or jsonl",
+        "out": "output file; default: results/<run_id>/<run_id>.<format>",
+        "append": "add to an existing file (sqlite / jsonl) instead of replacing it",
+    },
+    iterable=["run_id"],
+)
+@_one_line_errors
+def export(c, run_id=None, format="sqlite", out=None, append=False):
+    """Export runs as CSV, Parquet, SQLite (readable by llama.cpp's compare-llama-bench.py) or JSONL."""
+    from toolbox import export as ex
+
+    path, n = ex.export(_settings(), run_id or None, format, out=out, append=append)
+    print(f"{path}: {n} rows")
+
+
+@task(
+    help={
+        "title": "what was tried, one line",
+        "before": "run id before the change",
+        "after": "run id after the change",
+        "note": "why / how, free text",
+        "ignore": "identity keys left out of the match, comma list",
+    },
+)
+@_one_line_errors
+def log(c, title, before, after, note=None, ignore=""):
+    """Append a dated entry (what changed, key figures before/after, ratio, run ids) to docs/optimization-log.md."""
+    from toolbox import oplog
+
+    path, text, _ = oplog.log(_settings(), title, before, after, note, ignore=[k.strip() for k in ignore.split(",") if k.strip()])
+    print(text)
+    print(f"appended to {path}")
 
 
 # --- doctor / compose (toolbox.doctor, toolbox.compose) ----------------------
