@@ -26,3 +26,33 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def _offline_image(backend: str) -> str:
+    """Build (or find up to date) a real image the way a user would, offline (CI has no registry)."""
+    from toolbox.images import build
+
+    return build(load_settings(offline=True), backend, offline=True).tag
+
+
+@pytest.fixture(scope="session")
+def cpu_image() -> str:
+    return _offline_image("cpu")
+
+
+@pytest.fixture(scope="session")
+def vulkan_image() -> str:
+    return _offline_image("vulkan")
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    from toolbox.model import ensure_default_model
+
+    return ensure_default_model(load_settings())
+
+
+@pytest.fixture
+def bench_settings(tmp_path):
+    """Settings for a real bench run: results in a temporary directory, shared caches."""
+    return load_settings(results_dir=tmp_path / "results", offline=True)

@@ -4,6 +4,18 @@
 set -eu
 src=$1; build=$2; shift 2
 mkdir -p "$build"
+# CMake's own "Manually-specified variables were not used" warning never fires for GGML_* flags:
+# ggml reads every variable to write its package config. So look each flag up in the CMake sources.
+unused=""
+for f in "$@"; do
+  case "$f" in -D*) name=${f#-D}; name=${name%%=*}; name=${name%%:*} ;; *) continue ;; esac
+  case "$name" in CMAKE_*) continue ;; esac
+  grep -rqw --include=CMakeLists.txt --include='*.cmake' -e "$name" "$src" || unused="$unused $name"
+done
+if [ -n "$unused" ]; then
+  echo "error: CMake did not use some of the pinned flags:$unused (not in the pinned llama.cpp's CMake files): fix cmake_flags in containers/pins.toml" >&2
+  exit 3
+fi
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
   "$@" > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; echo "error: CMake configure failed" >&2; exit 1; }
