@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import shutil
+import subprocess
+import time
 import tracemalloc
+import urllib.request
 from pathlib import Path
 
 import gguf
@@ -54,6 +60,11 @@ def test_tiny_model_is_deterministic(tmp_path, tiny):
     assert sha256(other_seed) != sha256(tiny)
     assert other_seed.stat().st_size == tiny.stat().st_size
     assert not list(tmp_path.glob(".*tmp")), "temporary files left behind"
+
+
+def test_tiny_model_bytes_are_pinned(tiny):
+    """Same bytes on every machine and numpy / gguf version; if this changes on purpose, bump GENERATOR_VERSION."""
+    assert sha256(tiny) == model.DEFAULT_MODEL_SHA256
 
 
 def test_tiny_model_metadata_is_what_llama_needs(tiny):
@@ -113,51 +124,8 @@ def test_tiny_model_has_every_llama_tensor_with_the_right_shape(tiny):
     assert 2_000_000 < tiny.stat().st_size < 20_000_000
 
 
-def _rms_norm(x, w, eps):
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
-
-
-def _rope(x, pos, base):  # llama (NORM) rope: rotate adjacent pairs; x: (tokens, heads, head_dim)
-    d = x.shape[-1]
-    theta = pos[:, None] * base ** (-np.arange(0, d, 2) / d)
-    c, s = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]
-    a, b = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2], out[..., 1::2] = a * c - b * s, a * s + b * c
-    return out
-
-
-def reference_logits(path: Path, token_ids: list[int]) -> np.ndarray:
-    """A plain numpy llama forward pass (float64) over the file's weights, read with gguf's reader."""
-    r = gguf.GGUFReader(path)
-    w = {t.name: np.asarray(t.data, dtype=np.float64) for t in r.tensors}
-    e, L = field(r, "llama.embedding_length"), field(r, "llama.block_count")
-    nh, nkv = field(r, "llama.attention.head_count"), field(r, "llama.attention.head_count_kv")
-    eps, base = field(r, "llama.attention.layer_norm_rms_epsilon"), field(r, "llama.rope.freq_base")
-    hd, n = e // nh, len(token_ids)
-    pos = np.arange(n, dtype=np.float64)
-    x = w["token_embd.weight"][token_ids]
-    mask = np.triu(np.full((n, n), -np.inf), 1)
-    for i in range(L):
-        p = f"blk.{i}."
-        h = _rms_norm(x, w[p + "attn_norm.weight"], eps)
-        q = _rope((h @ w[p + "attn_q.weight"].T).reshape(n, nh, hd), pos, base)
-        k = _rope((h @ w[p + "attn_k.weight"].T).reshape(n, nkv, hd), pos, base)
-        v = (h @ w[p + "attn_v.weight"].T).reshape(n, nkv, hd)
-        k, v = np.repeat(k, nh // nkv, axis=1), np.repeat(v, nh // nkv, axis=1)
-        att = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + mask
-        att = np.exp(att - att.max(-1, keepdims=True))
-        att /= att.sum(-1, keepdims=True)
-        o = np.einsum("hqk,khd->qhd", att, v).reshape(n, e)
-        x = x + o @ w[p + "attn_output.weight"].T
-        h = _rms_norm(x, w[p + "ffn_norm.weight"], eps)
-        g = h @ w[p + "ffn_gate.weight"].T
-        x = x + ((g / (1 + np.exp(-g))) * (h @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
-    return _rms_norm(x, w["output_norm.weight"], eps) @ w["output.weight"].T
-
-
 def test_tiny_model_logits_are_finite_and_informative(tiny):
-    logits = reference_logits(tiny, [1, 400, 900, 1500, 2000, 7, 300, 1234])
+    logits = model.reference_logits(tiny, [1, 400, 900, 1500, 2000, 7, 300, 1234])
     assert logits.shape == (8, model.DEFAULT_N_VOCAB)
     assert np.isfinite(logits).all()
     spread = logits.std(axis=-1)
@@ -338,3 +306,75 @@ def test_resolve_models_rejects_a_non_gguf_file_inside_a_directory(tmp_path, cac
     (d / "broken.gguf").write_bytes(b"<html>404</html>")
     with pytest.raises(ToolboxError, match="not a GGUF file: .*broken.gguf"):
         model.resolve_models([d], cache_settings)
+
+
+# ------------------------------------------------------------------------------------------------
+# the real llama.cpp (CPU image) loads the models and computes the reference logits
+
+
+# cpu_image: the session fixture in conftest.py builds (or reuses) the real image offline.
+
+
+def _docker(*args, timeout=600) -> str:
+    p = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"docker {' '.join(args[:3])}...: {p.stderr[-800:]}"
+    return p.stdout
+
+
+@pytest.mark.container
+def test_llama_bench_runs_the_tiny_model_with_quantized_kv_at_depth(cpu_image, tiny):
+    def bench(*args):
+        out = _docker("run", "--rm", "-v", f"{tiny.parent}:/models:ro", cpu_image, "llama-bench", "-m", f"/models/{tiny.name}",
+                      "-r", "1", "-fa", "1", "-o", "jsonl", *args)
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    rows = bench("-p", "16", "-n", "8", "-ctk", "q8_0,q4_0", "-ctv", "q8_0")
+    assert len(rows) == 2 * 2  # type_k x (pp, tg)
+    assert {(r["type_k"], r["type_v"]) for r in rows} == {("q8_0", "q8_0"), ("q4_0", "q8_0")}
+    assert all(r["avg_ts"] > 0 for r in rows)
+    assert rows[0]["model_size"] == model.LlamaShape().nbytes()  # llama.cpp sees every tensor byte
+    assert rows[0]["model_type"].startswith("llama")
+    deep = bench("-p", "0", "-n", "4", "-d", "4096", "-ctk", "q4_0", "-ctv", "q4_0")  # the deepest depth preset fits
+    assert [(r["n_depth"], r["n_gen"], r["type_v"]) for r in deep] == [(4096, 4, "q4_0")]
+    assert deep[0]["avg_ts"] > 0
+
+
+@pytest.mark.container
+def test_llama_perplexity_tokenizes_text_and_evaluates(cpu_image, tiny, tmp_path):
+    d = tmp_path / "ppl"
+    d.mkdir()
+    shutil.copy(tiny, d / tiny.name)
+    words = "the quick brown fox jumps over a lazy dog while Strix Halo runs llama.cpp\n".split(" ")
+    (d / "text.txt").write_text(" ".join(words[i * 7 % len(words)] for i in range(3000)))
+    p = subprocess.run(["docker", "run", "--rm", "-v", f"{d}:/models:ro", cpu_image, "llama-perplexity", "-m", f"/models/{tiny.name}",
+                        "-f", "/models/text.txt", "-c", "128", "--chunks", "2"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-800:]
+    m = re.search(r"Final estimate: PPL = ([0-9.]+)", p.stdout + p.stderr)
+    assert m, (p.stdout + p.stderr)[-800:]
+    # random weights: near-uniform over the vocabulary (logits have std ~1, so a bit above n_vocab)
+    assert model.DEFAULT_N_VOCAB / 4 < float(m[1]) < model.DEFAULT_N_VOCAB * 4
+
+
+@pytest.mark.container
+def test_llama_cpp_logits_match_the_numpy_reference(cpu_image, tiny):
+    prompt = [1, 400, 900, 1500, 2000, 7, 300, 1234, 55, 1800]
+    cid = _docker("run", "-d", "--rm", "-p", "127.0.0.1::8080", "-v", f"{tiny.parent}:/models:ro", cpu_image, "llama-server",
+                  "-m", f"/models/{tiny.name}", "--host", "0.0.0.0", "--port", "8080", "-c", "256", "-np", "1").strip()
+    try:
+        port = _docker("port", cid, "8080/tcp").splitlines()[0].rsplit(":", 1)[1]
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+        body = json.dumps({"prompt": prompt, "n_predict": 1, "n_probs": 10, "temperature": 0, "cache_prompt": False}).encode()
+        reply = json.loads(urllib.request.urlopen(urllib.request.Request(url + "/completion", data=body), timeout=60).read())
+    finally:
+        subprocess.run(["docker", "kill", cid], capture_output=True, timeout=60)
+    got = reply["completion_probabilities"][0]
+    want = model.log_softmax(model.reference_logits(tiny, prompt)[-1])
+    assert got["id"] == int(want.argmax())
+    for top in got["top_logprobs"]:
+        assert abs(top["logprob"] - want[top["id"]]) < 0.02, top

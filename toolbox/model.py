@@ -44,6 +44,8 @@ from toolbox.errors import ToolboxError
 GGUF_MAGIC = b"GGUF"
 GENERATOR_VERSION = 1  # bump when the bytes written for the same arguments change
 DEFAULT_MODEL_NAME = f"toolbox-tiny-llama-v{GENERATOR_VERSION}.gguf"
+# sha256 of write_tiny_llama() with its defaults: the same on every machine (a test keeps it true)
+DEFAULT_MODEL_SHA256 = "cba5e9e1c53e0f771896db0bdfc14ea66a7ecd74003736f72cf746525a6447d1"
 DEFAULT_CONTEXT_LENGTH = 32768
 DEFAULT_N_VOCAB = 2048
 SYNTHETIC_TARGET_BYTES = 1 << 30
@@ -271,6 +273,69 @@ def ensure_synthetic_model(settings, target_bytes: int = SYNTHETIC_TARGET_BYTES)
     if not _is_gguf(path):
         write_synthetic_model(path, target_bytes)
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# reference forward pass
+
+
+def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def _rope_norm(x: np.ndarray, pos: np.ndarray, base: float) -> np.ndarray:
+    """llama.cpp's rope type NORM (the llama one): rotates adjacent pairs. x: (tokens, heads, head_dim)."""
+    d = x.shape[-1]
+    theta = pos[:, None] * base ** (-np.arange(0, d, 2) / d)
+    c, s = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]
+    a, b = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = a * c - b * s, a * s + b * c
+    return out
+
+
+def reference_logits(path: Path, token_ids: list[int]) -> np.ndarray:
+    """Logits (tokens x n_vocab) of a llama GGUF with F16/F32 weights, computed in float64 numpy.
+
+    A plain reading of llama.cpp's llama graph (RMS norm, rope NORM, grouped-query causal attention,
+    SwiGLU feed-forward, no rope scaling): the ground truth a backend's output is checked against.
+    Meant for the tiny model (whole weights in memory as float64).
+    """
+    import gguf
+
+    r = gguf.GGUFReader(path)
+
+    def kv(key):
+        return r.fields[key].contents()
+
+    w = {t.name: np.asarray(t.data, dtype=np.float64) for t in r.tensors}
+    e, n_layer = kv("llama.embedding_length"), kv("llama.block_count")
+    nh, nkv = kv("llama.attention.head_count"), kv("llama.attention.head_count_kv")
+    eps, base = kv("llama.attention.layer_norm_rms_epsilon"), kv("llama.rope.freq_base")
+    hd, n = e // nh, len(token_ids)
+    pos = np.arange(n, dtype=np.float64)
+    x = w["token_embd.weight"][list(token_ids)]
+    mask = np.triu(np.full((n, n), -np.inf), 1)
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        h = _rms_norm(x, w[p + "attn_norm.weight"], eps)
+        q = _rope_norm((h @ w[p + "attn_q.weight"].T).reshape(n, nh, hd), pos, base)
+        k = _rope_norm((h @ w[p + "attn_k.weight"].T).reshape(n, nkv, hd), pos, base)
+        v = (h @ w[p + "attn_v.weight"].T).reshape(n, nkv, hd)
+        k, v = np.repeat(k, nh // nkv, axis=1), np.repeat(v, nh // nkv, axis=1)
+        att = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + mask
+        att = np.exp(att - att.max(-1, keepdims=True))
+        att /= att.sum(-1, keepdims=True)
+        x = x + np.einsum("hqk,khd->qhd", att, v).reshape(n, e) @ w[p + "attn_output.weight"].T
+        h = _rms_norm(x, w[p + "ffn_norm.weight"], eps)
+        g = h @ w[p + "ffn_gate.weight"].T
+        x = x + ((g / (1.0 + np.exp(-g))) * (h @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
+    return _rms_norm(x, w["output_norm.weight"], eps) @ w["output.weight"].T
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    m = logits.max(axis=-1, keepdims=True)
+    return logits - m - np.log(np.exp(logits - m).sum(axis=-1, keepdims=True))
 
 
 # --------------------------------------------------------------------------------------------------
