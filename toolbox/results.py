@@ -200,7 +200,10 @@ def derived_stats(row: dict) -> dict:
 
 
 def _migrate_row_0_to_1(row: dict) -> dict:
-    """Version 0 (rows written before schema_version existed): every field at top level, no raw."""
+    """Version 0: rows without schema_version. Either early toolbox rows (every field at top level,
+    no raw) or llama-bench's own jsonl rows, as the compose runner writes them: both become full rows."""
+    if "raw" not in row and "status" not in row:  # a bare llama-bench row
+        return {"schema_version": 1, **make_row(row, status="ok")}
     row = dict(row)
     if "raw" not in row:
         row["raw"] = {k: v for k, v in row.items() if k in FIELDS}
@@ -291,7 +294,14 @@ def load_run(results_dir: Path, run_id: str) -> tuple[dict, list[dict]]:
     """(run.json, rows) of one run; an unknown id raises ToolboxError naming the closest ids."""
     run_dir = _run_dir(Path(results_dir), run_id)
     meta = _read_meta(run_dir)
-    return meta, read_rows(run_dir)
+    rows = read_rows(run_dir)
+    if meta.get("kind") == "compose" and len(meta.get("images", {})) == 1:
+        # the compose runner writes llama-bench's rows as they are: the run says which image made them
+        backend = next(iter(meta["images"]))
+        for r in rows:
+            r["run_id"] = r.get("run_id") or meta.get("run_id")
+            r["backend"] = r.get("backend") or backend
+    return meta, rows
 
 
 def load_rows(results_dir: Path, run_ids: list[str] | None = None) -> pd.DataFrame:
