@@ -160,7 +160,8 @@ def test_unused_cmake_flag_fails_the_build_and_tags_nothing(tmp_path, cpu_image)
     client = docker.from_env()
     tagged = [t for i in client.images.list() for t in i.tags]
     assert not [t for t in tagged if t.endswith("-unverified")]
-    assert find_image(s, "cpu") == find_image(load_settings(), "cpu"), "the failed build must not replace the good image"
+    assert find_image(s, "cpu") is None, "no image may carry the flag CMake did not use"
+    assert find_image(load_settings(), "cpu") == cpu_image, "the failed build must not replace the good image"
 
 
 def test_docker_daemon_down_is_one_line(monkeypatch):

@@ -7,6 +7,8 @@ only after it passed the smoke check and got the labels of what is really instal
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -100,8 +102,14 @@ def ensure_offline_base(settings: Settings, pins: Pins, client, echo=print) -> s
     """The Debian base bootstrapped from the archive (debootstrap + docker import), made once and reused."""
     suite = pins.debian.suite
     tag = f"{BASE_REPO}:debian-{suite}"
-    if _image_or_none(client, tag) is not None:
-        return tag
+    with _build_lock(settings, tag):
+        if _image_or_none(client, tag) is None:
+            _bootstrap_base(settings, pins, tag, echo)
+    return tag
+
+
+def _bootstrap_base(settings: Settings, pins: Pins, tag: str, echo) -> None:
+    suite = pins.debian.suite
     if shutil.which("debootstrap") is None:
         raise ToolboxError("debootstrap is not installed (needed for --offline base images)", "run ./setup.sh, or apt-get install debootstrap")
     if os.geteuid() != 0:
@@ -124,7 +132,6 @@ def ensure_offline_base(settings: Settings, pins: Pins, client, echo=print) -> s
             raise ToolboxError(f"docker import of the bootstrapped base failed: {imp.stderr.strip()[:200]}", "check disk space and the Docker daemon")
     finally:
         shutil.rmtree(rootfs, ignore_errors=True)
-    return tag
 
 
 def _mkdir(p: Path) -> Path:
@@ -182,6 +189,11 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
 
     digest = inputs_hash(settings, pins, backend, base_identity)
     tag = image_tag(pins, backend, digest)
+    with _build_lock(settings, tag):  # a second `invoke build` of the same image waits, then finds it up to date
+        return _build_locked(settings, pins, backend, b, client, tag, digest, base, tree, offline, check, force, echo, t0)
+
+
+def _build_locked(settings, pins, backend, b, client, tag, digest, base, tree, offline, check, force, echo, t0) -> BuildResult:
     existing = _image_or_none(client, tag)
     if existing is not None and not force and not check:
         return BuildResult(backend, tag, True, time.monotonic() - t0, existing.labels, existing.attrs.get("Size", 0))
@@ -216,6 +228,17 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
         _untag(client, unverified)
     image = client.images.get(tag)
     return BuildResult(backend, tag, False, time.monotonic() - t0, labels, image.attrs.get("Size", 0), log)
+
+
+@contextlib.contextmanager
+def _build_lock(settings: Settings, tag: str):
+    path = _mkdir(settings.cache_dir / "locks") / (tag.replace("/", "_").replace(":", "_") + ".lock")
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _require_buildx() -> None:
@@ -295,7 +318,9 @@ def find_image(settings: Settings, backend: str, client=None) -> str | None:
     """The image for a backend built from the current pins (exact inputs if possible, else the newest of that commit)."""
     client = client or docker_client()
     pins = load_pins(settings.pins_file)
+    flags = " ".join(pins.backend(backend).cmake_flags)
     images = client.images.list(filters={"label": [f"{LABEL_PREFIX}.backend={backend}", f"{LABEL_PREFIX}.llama-commit={pins.llama_cpp.commit}", f"{LABEL_PREFIX}.verified"]})
+    images = [i for i in images if i.labels.get(f"{LABEL_PREFIX}.cmake-flags") == flags]
     images.sort(key=lambda i: i.attrs.get("Created", ""), reverse=True)
     for image in images:
         for t in image.tags:
