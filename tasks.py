@@ -340,4 +340,56 @@ def compose_env(c, write_matrices=False):
 # --- check (toolbox.check) ---------------------------------------------------
 
 
+@task(
+    help={
+        "backend": "rocm, vulkan, cpu, a comma list, or auto (as bench: the best backend this host can run)",
+        "model": "GGUF file or directory of GGUF files (repeatable); default: the embedded tiny model",
+        "kv": "KV cache configurations, comma list of TYPE_K/TYPE_V[/FA] (FA: on, off or auto, the default); default f16/f16",
+        "allow_cpu_vulkan": "run the vulkan image on Mesa's software driver (lavapipe) when there is no GPU",
+        "reference": "a model whose logits (cpu image, f16 KV) are the base for every --model, e.g. the F16 original of a quant",
+        "ctx": "tokens per window (the last half of each is scored); default 128",
+        "chunks": "windows of the check text; default 8 (504 scored tokens at ctx 128)",
+        "json": "print the results as JSON",
+    },
+    iterable=["model"],
+)
+@_one_line_errors
+def check(c, backend="auto", model=None, kv="f16/f16", allow_cpu_vulkan=False, reference=None, ctx=128, chunks=8, json=False):
+    """Are the logits right? KL divergence of each backend / KV configuration to the cpu image's f16-KV logits. Exit 1 on broken or failed."""
+    import json as json_module
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from toolbox import check as chk
+    from toolbox import model as model_mod
+    from toolbox.bench import resolve_backends
+    from toolbox.images import docker_client
+
+    settings = _settings()
+    console = Console()
+    backends = resolve_backends(backend, {}, settings, docker_client())
+    models = model_mod.resolve_models([Path(m) for m in model] if model else None, settings)
+    ref = model_mod.resolve_models([Path(reference)], settings)[0] if reference else None
+    done = []
+
+    def progress(r):
+        done.append(r)
+        if not json:
+            console.print(f"checked {r['backend']} {r['type_k']}/{r['type_v']} on {Path(r['model']).name}: "
+                          f"{r['verdict'] or 'error'} in {r['seconds']:.1f} s", markup=False)
+
+    out = chk.run_check(settings, backends=backends, models=models, kv=chk.parse_kv(kv), allow_cpu_vulkan=allow_cpu_vulkan,
+                        reference=ref, ctx=int(ctx), chunks=int(chunks), on_result=progress)
+    if json:
+        print(json_module.dumps(out, indent=2, default=str))
+    else:
+        for base in {r["base"]["path"]: r["base"] for r in out}.values():
+            console.print(chk.describe_base(base), markup=False)
+        console.print(chk.render_table(out))
+    bad = [r for r in out if r["verdict"] != "same" and r["verdict"] != "degraded"]
+    if bad:
+        raise Exit(f"{len(bad)} configuration(s) broken or not checked", code=1)
+
+
 ns = Collection.from_module(sys.modules[__name__])

@@ -1,0 +1,126 @@
+"""export: csv / parquet / jsonl round trips, and SQLite in llama-bench's own schema, read back by the
+pinned llama.cpp's scripts/compare-llama-bench.py."""
+
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from toolbox import export as ex
+from toolbox.errors import ToolboxError
+
+RUNS = Path(__file__).parent / "data" / "runs"
+KV, DEPTH, NEW_KV, IMPORTED = "20261126T090000Z-a11a11", "20261126T093000Z-b22b22", "20261126T100000Z-c33c33", "20261120T080000Z-d44d44"
+
+
+@pytest.fixture
+def results(settings):
+    shutil.copytree(RUNS, settings.results_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_tree():
+    """The pinned llama.cpp source (llama-cpp-python's sdist from PyPI, downloaded once and cached)."""
+    from toolbox.pins import load_pins
+    from toolbox.settings import load_settings
+    from toolbox.source import sdist_source
+
+    s = load_settings()
+    try:
+        return sdist_source(load_pins(s.pins_file), s.cache_dir)
+    except ToolboxError as exc:  # offline and not cached
+        pytest.skip(f"pinned llama.cpp source unavailable: {exc}")
+
+
+def test_sqlite_columns_are_the_pinned_llama_bench_fields(llama_cpp_tree):
+    src = (llama_cpp_tree / "tools" / "llama-bench" / "llama-bench.cpp").read_text()
+    body = src[src.index("static const std::vector<std::string> & get_fields()"):]
+    body = body[:body.index("};")]
+    assert tuple(re.findall(r'"(\w+)"', body)) == ex.LLAMA_BENCH_FIELDS
+    types = src[src.index("static field_type get_field_type"):src.index("std::vector<std::string> get_values()")]
+    ints = set(re.findall(r'field == "(\w+)"', types.split("return INT;")[0]))
+    bools = set(re.findall(r'field == "(\w+)"', types.split("return INT;")[1].split("return BOOL;")[0]))
+    assert {f for f in ex.LLAMA_BENCH_FIELDS if ex.sql_type(f) == "INTEGER"} == (ints | bools) & set(ex.LLAMA_BENCH_FIELDS)
+    assert {f for f in ex.LLAMA_BENCH_FIELDS if ex.sql_type(f) == "REAL"} == {"avg_ts", "stddev_ts"}
+
+
+def test_sqlite_export_schema_and_values(results, tmp_path):
+    path, n = ex.export(results, [DEPTH], "sqlite", out=tmp_path / "d.sqlite")
+    assert n == 16  # 20 rows, 4 failed: llama-bench writes only finished tests
+    con = sqlite3.connect(path)
+    cols = [(r[1], r[2]) for r in con.execute("PRAGMA table_info(llama_bench)")]
+    assert [c for c, _ in cols] == list(ex.LLAMA_BENCH_FIELDS)
+    row = con.execute("SELECT backends, flash_attn, cpu_strict, n_depth, avg_ts, build_commit FROM llama_bench "
+                      "WHERE backends='Vulkan' AND n_gen=128 AND n_depth=4096").fetchone()
+    assert row[:4] == ("Vulkan", 1, 0, 4096) and row[5] == "0c1e5709"
+    src = [json.loads(x) for x in (results.results_dir / DEPTH / "rows.jsonl").read_text().splitlines()]
+    want = next(r for r in src if r["backend"] == "vulkan" and r["n_gen"] == 128 and r["n_depth"] == 4096)
+    assert row[4] == pytest.approx(want["avg_ts"])
+    # our fields and raw samples sit beside it, linked by rowid; failures too
+    linked = con.execute("SELECT t.samples_ts, t.backend FROM toolbox_rows t JOIN llama_bench l ON l.rowid = t.llama_bench_rowid "
+                         "WHERE l.n_gen=128 AND l.n_depth=4096 AND l.backends='Vulkan'").fetchone()
+    assert json.loads(linked[0]) == want["samples_ts"] and linked[1] == "vulkan"
+    assert con.execute("SELECT COUNT(*) FROM toolbox_rows WHERE status='failed' AND llama_bench_rowid IS NULL").fetchone()[0] == 4
+    assert json.loads(con.execute("SELECT run_json FROM toolbox_runs").fetchone()[0])["run_id"] == DEPTH
+
+
+def test_old_log_missing_fields_get_llama_bench_defaults_not_null(results, tmp_path):
+    path, n = ex.export(results, [IMPORTED], "sqlite", out=tmp_path / "i.sqlite")
+    con = sqlite3.connect(path)
+    nulls = [f for f in ex.LLAMA_BENCH_FIELDS if f != "build_commit" and
+             con.execute(f"SELECT COUNT(*) FROM llama_bench WHERE {f} IS NULL").fetchone()[0]]
+    assert n == 6 and nulls == []
+    assert con.execute("SELECT DISTINCT n_batch, tensor_buft_overrides FROM llama_bench").fetchall() == [(2048, "none")]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_tabular_and_jsonl_round_trip(results, tmp_path, fmt):
+    import pandas as pd
+
+    path, n = ex.export(results, [KV, IMPORTED], fmt, out=tmp_path / f"x.{fmt}")
+    assert n == 102
+    if fmt == "jsonl":
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        assert rows[0] == json.loads((results.results_dir / KV / "rows.jsonl").read_text().splitlines()[0])
+        return
+    df = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+    assert len(df) == 102 and set(df.run_id) == {KV, IMPORTED}
+    first = df[df.run_id == KV].iloc[0]
+    samples = json.loads(first.samples_ts) if fmt == "csv" else list(first.samples_ts)
+    src = json.loads((results.results_dir / KV / "rows.jsonl").read_text().splitlines()[0])
+    assert samples == pytest.approx(src["samples_ts"])
+    assert json.loads(df[df.run_id == IMPORTED].iloc[0].raw)["t/s"].startswith("880.40")
+
+
+def test_default_path_beside_the_run_and_bad_format(results):
+    path, _ = ex.export(results, [KV], "sqlite")
+    assert path == results.results_dir / KV / f"{KV}.sqlite"
+    with pytest.raises(ToolboxError, match="choose one of csv, parquet, sqlite, jsonl"):
+        ex.export(results, [KV], "xlsx")
+
+
+def test_compare_llama_bench_reads_the_export(results, tmp_path, llama_cpp_tree):
+    pytest.importorskip("tabulate", reason="compare-llama-bench.py needs tabulate")
+    pytest.importorskip("git", reason="compare-llama-bench.py needs GitPython")
+    db = tmp_path / "llama-bench.sqlite"
+    ex.export(results, [KV], "sqlite", out=db)
+    ex.export(results, [NEW_KV], "sqlite", out=db, append=True)
+    script = llama_cpp_tree / "scripts" / "compare-llama-bench.py"
+    r = subprocess.run([sys.executable, str(script), "-i", str(db), "-b", "0c1e5709", "-c", "9f3d2a71"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("|") and "---" not in ln]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[-4:] == ["Test", "t/s 0c1e5709", "t/s 9f3d2a71", "Speedup"]
+    table = [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[1:]]
+    assert len(table) == 96  # every test of both runs joined on llama-bench's key properties
+    # the pin update made cpu pp about 8% faster and vulkan tg with q4_0 K about 12% slower
+    cpu_pp = [float(t["Speedup"]) for t in table if t["Backends"] == "CPU" and t["Test"].startswith("pp")]
+    vk_tg = [float(t["Speedup"]) for t in table if t["Backends"] == "Vulkan" and t["Test"].startswith("tg") and t["K type"] == "q4_0"]
+    assert 1.04 < sum(cpu_pp) / len(cpu_pp) < 1.12 and all(0.85 < s < 0.91 for s in vk_tg)

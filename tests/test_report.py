@@ -1,0 +1,170 @@
+"""Reports and roofline figures, on run directories written per docs/results-schema.md.
+
+tests/data/runs/ holds synthetic runs with realistic numbers (written through toolbox.results.make_row
+by tests/data/runs/generate.py): a kv run and a depth run on the cpu and vulkan (lavapipe) images,
+a pin-update kv run, an old imported markdown log and a run of failures only.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from toolbox import report as rp
+from toolbox import roofline as rf
+from toolbox.errors import ToolboxError
+
+RUNS = Path(__file__).parent / "data" / "runs"
+KV, DEPTH, NEW_KV, IMPORTED, FAILED = ("20261126T090000Z-a11a11", "20261126T093000Z-b22b22", "20261126T100000Z-c33c33",
+                                       "20261120T080000Z-d44d44", "20261126T110000Z-e55e55")
+
+
+@pytest.fixture
+def results(settings):
+    """A copy of the fixture runs in the test's results directory (reports are written beside the run)."""
+    shutil.copytree(RUNS, settings.results_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return settings
+
+
+# --- roofline, checked by hand -----------------------------------------------------------------
+
+# llama.cpp's README row for LLaMA 7B Q4_0: model_size 3.56 GiB, 6.74 B parameters
+LLAMA7B = {"model_type": "llama 7B Q4_0", "model_size": 3825065984, "model_n_params": 6738415616}
+
+
+def test_tg_bandwidth_by_hand():
+    row = {**LLAMA7B, "n_prompt": 0, "n_gen": 128, "n_depth": 0}
+    r = rf.roofline(row, 50.0, peak_bandwidth_gbs=256.0, peak_tflops=59.4)
+    # 3825065984 bytes x 50 t/s = 191.2533 GB/s; 191.2533 / 256 = 74.71 %
+    assert r.kind == "tg" and r.unit == "GB/s"
+    assert r.value == pytest.approx(191.2532992)
+    assert r.share == pytest.approx(0.747083, rel=1e-5)
+    assert not r.estimated and "dense" in r.basis
+
+
+def test_pp_tflops_by_hand():
+    row = {**LLAMA7B, "n_prompt": 512, "n_gen": 0, "n_depth": 0}
+    r = rf.roofline(row, 1000.0, peak_bandwidth_gbs=256.0, peak_tflops=59.4)
+    # 2 x 6738415616 x 1000 / 1e12 = 13.4768 TFLOP/s; / 59.4 = 22.69 %
+    assert r.kind == "pp" and r.value == pytest.approx(13.476831232)
+    assert r.share == pytest.approx(13.476831232 / 59.4)
+
+
+def test_moe_counts_active_experts_only():
+    row = {"model_type": "qwen3moe 30B.A3B Q4_K - Medium", "model_size": 17_280_000_000, "model_n_params": 30_500_000_000,
+           "n_prompt": 0, "n_gen": 128}
+    est = rf.roofline(row, 70.0, peak_bandwidth_gbs=256.0, peak_tflops=59.4)
+    assert est.estimated and est.value == pytest.approx(17.28e9 * 3 / 30 * 70 / 1e9)
+    exact = rf.roofline(row, 70.0, peak_bandwidth_gbs=256.0, peak_tflops=59.4, hint={"active_params": 3.3e9})
+    assert not exact.estimated and exact.value == pytest.approx(17.28e9 * 3.3e9 / 30.5e9 * 70 / 1e9)
+    # a measured peak from the settings changes the share, not the figure
+    measured = rf.roofline(row, 70.0, peak_bandwidth_gbs=215.0, peak_tflops=59.4, hint={"active_params": 3.3e9})
+    assert measured.value == exact.value and measured.share == pytest.approx(exact.value / 215.0)
+
+
+def test_no_figure_for_mixed_tests_or_missing_fields():
+    assert rf.roofline({**LLAMA7B, "n_prompt": 512, "n_gen": 128}, 100.0, peak_bandwidth_gbs=256, peak_tflops=59.4) is None
+    assert rf.roofline({"n_gen": 128}, 100.0, peak_bandwidth_gbs=256, peak_tflops=59.4) is None
+    assert rf.roofline({**LLAMA7B, "n_gen": 128}, None, peak_bandwidth_gbs=256, peak_tflops=59.4) is None
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+
+def test_kv_report_files_tables_and_plots(results):
+    rep = rp.report(results, [KV])
+    out = results.results_dir / KV
+    names = {f.name for f in rep.files}
+    assert names == {"report.md", "report.html", "depth.png", "kv.png", "backends.png"}
+    for png in ("depth.png", "kv.png", "backends.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    # provenance heads the report
+    assert md.index("**llama.cpp**: 0c1e5709 (b11312)") < md.index("## Prompt processing")
+    assert "Mesa 25.0.7-2" in md and "6.12.48+deb13-amd64" in md
+    # columns that never vary are hidden and stated once; those that vary are shown
+    header = next(line for line in md.splitlines() if line.startswith("| backend"))
+    assert "| K | V | fa |" in header and "batch" not in header and "threads" not in header
+    assert "batch = `2048`" in md
+    # the noisy row is flagged, with the fix
+    assert "unstable" in md and "check thermals" in md
+    # every tg row carries its bandwidth, explained
+    tg = md.split("## Generation")[1].split("##")[0]
+    assert "GB/s" in tg and "bytes of weights read per token" in md
+
+
+def test_tiny_model_row_bandwidth_in_report_matches_formula(results):
+    rep = rp.report(results, [DEPTH], write=False)
+    r = next(x for x in rep.collected.results if x.test == "tg128" and x.ident["backend"] == "cpu")
+    assert r.roofline.value == pytest.approx(8395264 * r.summary.median / 1e9)
+    assert r.roofline.share == pytest.approx(r.roofline.value / results.peak_bandwidth_gbs)
+
+
+def test_html_is_self_contained(results):
+    rp.report(results, [DEPTH])
+    html = (results.results_dir / DEPTH / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # depth + backends
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    assert "Failures" in html and "n_ctx_train" in html
+
+
+def test_depth_report_lists_failures_and_few_samples(results):
+    rep = rp.report(results, [DEPTH])
+    assert len(rep.collected.failures) == 4
+    assert any("only 2 samples" in w for w in rep.warnings)
+    assert "kv.png" not in {f.name for f in rep.files}  # K and V never vary: no heatmap
+
+
+def test_imported_log_without_most_fields_does_not_crash(results):
+    rep = rp.report(results, [IMPORTED])
+    md = (results.results_dir / IMPORTED / "report.md").read_text()
+    assert "old-vulkan.md" in md and "880.4" in md
+    r = rep.collected.results[0]
+    assert r.summary.n is None and "no samples" in rp.flags(r)
+
+
+def test_run_with_only_failures_says_so(results):
+    rep = rp.report(results, [FAILED])
+    assert rep.empty and not rep.plots
+    md = (results.results_dir / FAILED / "report.md").read_text()
+    assert "No successful results" in md and "requires flash_attn" in md
+
+
+def test_latest_run_is_the_default_and_unknown_ids_name_the_closest(results):
+    assert rp.report(results, None, write=False).run_ids == [FAILED]
+    with pytest.raises(ToolboxError, match="did you mean 20261126T090000Z-a11a11"):
+        rp.report(results, ["20261126T090000Z-a11a12"])
+
+
+def test_plot_that_cannot_be_written_is_reported_not_fatal(results, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "depth.png").mkdir()  # a directory where the PNG should go
+    rep = rp.report(results, [DEPTH], out_dir=out)
+    assert any("depth.png could not be written" in p for p in rep.problems)
+    assert (out / "report.md").exists() and "depth.png" not in (out / "report.md").read_text()
+
+
+def test_unwritable_report_directory_is_a_clear_error(results, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ToolboxError, match="pass a writable directory"):
+        rp.report(results, [DEPTH], out_dir=blocker / "sub")
+
+
+def test_quality_shown_next_to_ts_and_several_runs(results):
+    rep = rp.report(results, [KV, NEW_KV])
+    md = rep.files[-2].read_text()
+    assert rep.files[0].parent == results.results_dir / NEW_KV / "reports" / f"{KV}+{NEW_KV}"
+    header = next(line for line in md.splitlines() if line.startswith("| run"))
+    assert "quality" in header
+    assert "| broken |" in md and "output is wrong" in md
+
+
+def test_rich_console_rendering(results):
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    rp.render_console(rp.report(results, [KV], write=False), console)
+    text = console.export_text()
+    assert "Generation" in text and "tg128@d4096" in text and "warning" in text
