@@ -17,7 +17,7 @@ from pathlib import Path
 
 from toolbox.errors import ToolboxError
 from toolbox.matrix import PARAM_FLAGS, Case, Group, Plan, expand, group_cases, load_matrix
-from toolbox.runner import MODELS_MOUNT, device_ok, device_setup, llama_bench_help, run_group
+from toolbox.runner import MODELS_MOUNT, device_ok, device_setup, llama_bench_help, remove_leftovers, run_group
 from toolbox.settings import Settings
 
 FA_NAMES = {"1": "on", "true": "on", "on": "on", "enabled": "on", "0": "off", "false": "off", "off": "off", "disabled": "off", "-1": "auto", "auto": "auto"}
@@ -152,6 +152,9 @@ def bench(settings: Settings, *, matrix: str = "default", backend: str | None = 
     except KeyboardInterrupt:
         stop.set()
         status = "interrupted"
+    finally:
+        # Ctrl-C can land while a container is being created: remove whatever this run left.
+        remove_leftovers(client, writer.run_id)
     if status == "complete" and result.ok == 0 and result.failed:
         status = "failed"
     writer.update(wall_seconds=round(time.monotonic() - t_start, 3))
@@ -289,13 +292,45 @@ def _progress(console):
                     TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
 
 
-def print_plan(console, plan: Plan, images: dict, commands, settings: Settings) -> None:
-    from toolbox import results
+def estimate_seconds(settings: Settings, plan: Plan) -> tuple[float | None, int]:
+    """Expected wall time of a plan from earlier ok rows of the same cases (same model file name,
+    backend and every parameter the case sets), or None when none of them ran before."""
+    import warnings
 
-    est = results.estimate_seconds(settings.results_dir, plan) if hasattr(results, "estimate_seconds") else None
+    from toolbox import results
+    from toolbox.llama_bench import normalize
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = results.load_rows(settings.results_dir)
+    except Exception:
+        return None, 0
+    if df.empty:
+        return None, 0
+    df = df[(df["status"] == "ok") & df["avg_ns"].notna()].copy()
+    df["model_name"] = [Path(str(f or "")).name for f in df["model_filename"]]
+    total, known = 0.0, 0
+    for c in plan.cases:
+        p = {k: v for k, v in normalize(dict(c.params)).items() if k != "raw"}
+        mask = (df["backend"] == c.backend) & (df["model_name"] == Path(c.model).name)
+        for k, v in p.items():
+            if k in df:
+                mask &= df[k].astype(str) == str(v)
+        hits = df.loc[mask, "avg_ns"]
+        if len(hits):
+            known += 1
+            total += float(hits.iloc[-1]) / 1e9 * (plan.repetitions + (1 if plan.warmup else 0))
+    if known == 0:
+        return None, 0
+    return total * len(plan.cases) / known, known
+
+
+def print_plan(console, plan: Plan, images: dict, commands, settings: Settings) -> None:
+    est, known = estimate_seconds(settings, plan)
     head = f"matrix {plan.name}: {len(plan.cases)} cases in {len(plan.groups)} groups (one container and one model load each)"
     if est:
-        head += f", about {est / 60:.1f} min from earlier runs"
+        head += f", about {est / 60:.1f} min (from earlier runs of {known} of the cases)"
     console.print(head)
     for b, tag in images.items():
         console.print(f"  {b}: {tag}")

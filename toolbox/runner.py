@@ -179,10 +179,11 @@ def llama_bench_help(client, image: str) -> str:
     return out.decode(errors="replace")
 
 
-def remove_leftovers(client) -> int:
-    """Remove containers a crashed toolbox left behind (found by label)."""
+def remove_leftovers(client, run_id: str | None = None) -> int:
+    """Remove containers a crashed or interrupted toolbox left behind (found by label; one run's, or all)."""
     n = 0
-    for c in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
+    label = f"org.strix-toolbox.run-id={run_id}" if run_id else CONTAINER_LABEL
+    for c in client.containers.list(all=True, filters={"label": label}):
         _remove(c)
         n += 1
     return n
