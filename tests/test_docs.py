@@ -22,6 +22,7 @@ def doc_commands() -> list[tuple[str, str]]:
     for doc in DOCS:
         for m in COMMAND.finditer(doc.read_text()):
             cmd = m.group(1).strip().rstrip(".,:;)")
+            cmd = re.split(r"\s(?:>>?|\||&&|;)\s", cmd)[0]  # the invoke part of a shell line
             # synopsis notation: [optional parts] are shown, `...` repeats
             cmd = " ".join(w for w in cmd.replace("[", "").replace("]", "").split() if w != "...")
             if cmd.startswith("invoke --"):

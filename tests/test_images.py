@@ -48,6 +48,8 @@ def test_image_labels_say_what_is_inside(backend, request):
     assert labels[f"{LABEL_PREFIX}.cmake-flags"] == " ".join(PINS.backends[backend].cmake_flags)
     assert labels["org.opencontainers.image.revision"] == PINS.llama_cpp.commit
     assert labels[f"{LABEL_PREFIX}.verified"]
+    base = docker.from_env().images.get(labels["org.opencontainers.image.base.name"])
+    assert labels["org.opencontainers.image.base.digest"] in ((base.attrs.get("RepoDigests") or []) + [base.id])
     # installed versions are read from dpkg in the image, and agree with the pins
     for pkg, version in PINS.backends[backend].runtime_packages.items():
         assert labels[f"{LABEL_PREFIX}.installed.{pkg}"] == version

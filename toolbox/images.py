@@ -28,6 +28,8 @@ from toolbox.settings import Settings
 IMAGE_REPO = "strix-toolbox/llama-{backend}"
 BASE_REPO = "strix-toolbox/base"
 BENCH_BACKENDS = ("rocm", "vulkan", "cpu")
+# Bump when what the build does outside the Dockerfiles changes (the label step): it is part of the inputs.
+IMAGE_FORMAT = 2
 
 # What a build log says -> what the user should do. First match wins.
 BUILD_FAILURES = (
@@ -76,7 +78,7 @@ def inputs_hash(settings: Settings, pins: Pins, backend: str, base_identity: str
     """Everything an image is built from, hashed: a change anywhere gives a new tag."""
     b = pins.backend(backend)
     h = hashlib.sha256()
-    h.update(json.dumps({"llama": pins.llama_cpp.model_dump(), "backend": b.model_dump(), "base": base_identity}, sort_keys=True).encode())
+    h.update(json.dumps({"llama": pins.llama_cpp.model_dump(), "backend": b.model_dump(), "base": base_identity, "format": IMAGE_FORMAT}, sort_keys=True).encode())
     containers = settings.containers_dir
     _hash_files(h, [containers / b.dockerfile, *sorted((containers / "common").iterdir())])
     return h.hexdigest()
@@ -209,7 +211,7 @@ def _build_locked(settings, pins, backend, b, client, tag, digest, base, tree, o
         if tree is not None:
             _link_tree(tree, ctx / "llama.cpp")
         cmd = ["docker", "buildx", "build", "--progress=plain", "--target", "check" if check else "runtime",
-               "-f", str(settings.containers_dir / b.dockerfile)] + ([] if check else ["-t", unverified])
+               "-f", str(settings.containers_dir / b.dockerfile)] + (["--output", "type=cacheonly"] if check else ["-t", unverified])
         for k, v in args.items():
             cmd += ["--build-arg", f"{k}={v}"]
         cmd.append(str(ctx))
@@ -223,7 +225,7 @@ def _build_locked(settings, pins, backend, b, client, tag, digest, base, tree, o
         return BuildResult(backend, "", False, time.monotonic() - t0, {}, 0, log)
 
     try:
-        labels = _verify_and_label(client, unverified, tag, backend, echo)
+        labels = _verify_and_label(client, unverified, tag, backend, echo, _base_digest(client, base))
     finally:
         _untag(client, unverified)
     image = client.images.get(tag)
@@ -287,7 +289,15 @@ def _untag(client, ref: str) -> None:
         pass
 
 
-def _verify_and_label(client, unverified: str, tag: str, backend: str, echo) -> dict:
+def _base_digest(client, base: str) -> str:
+    """The base image as pulled or bootstrapped: its registry digest when it has one, else its image id."""
+    image = _image_or_none(client, base)
+    if image is None:
+        return ""
+    return (image.attrs.get("RepoDigests") or [image.id])[0]
+
+
+def _verify_and_label(client, unverified: str, tag: str, backend: str, echo, base_digest: str = "") -> dict:
     """Smoke-check the image, read what is really installed, and give it its final tag with labels."""
     import docker
 
@@ -303,6 +313,8 @@ def _verify_and_label(client, unverified: str, tag: str, backend: str, echo) -> 
     rocm = versions.get("rocm-core") or versions.get("librocblas5") or versions.get("libamdhip64-6")
     if rocm:
         labels[f"{LABEL_PREFIX}.rocm-version"] = rocm
+    if base_digest:
+        labels["org.opencontainers.image.base.digest"] = base_digest
     labels[f"{LABEL_PREFIX}.verified"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     dockerfile = f"FROM {unverified}\nLABEL " + " ".join(f'{k}={json.dumps(v)}' for k, v in labels.items()) + "\n"
     res = subprocess.run(["docker", "buildx", "build", "--progress=quiet", "-t", tag, "-"], input=dockerfile, text=True, capture_output=True)
