@@ -95,12 +95,13 @@ def images(c):
         "cooldown": "seconds to wait between groups (thermals)",
         "shuffle": "shuffle the group order (seeded, recorded) to spread thermal drift",
         "seed": "seed for --shuffle",
+        "check": "after the run, check each configuration's logits against the cpu image's f16 KV (invoke check) and store the verdicts beside the rows",
     },
     iterable=["model"],
 )
 @_one_line_errors
 def bench(c, matrix="default", backend="auto", model=None, allow_cpu_vulkan=False, dry_run=False, resume=None,
-          build=False, list=False, repetitions=None, cooldown=None, shuffle=False, seed=None):
+          build=False, list=False, repetitions=None, cooldown=None, shuffle=False, seed=None, check=False):
     """Run a llama-bench matrix in the pinned containers; results go to results/<run_id>/."""
     from rich.console import Console
 
@@ -122,12 +123,23 @@ def bench(c, matrix="default", backend="auto", model=None, allow_cpu_vulkan=Fals
         return
     for table in bench_mod.summary_tables(r.rows):
         console.print(table)
+    bad_quality = []
+    if check and r.status != "interrupted":
+        from toolbox import check as chk
+
+        checked = chk.attach_quality(_settings(), r.run_id)
+        console.print(chk.render_table(checked, title="correctness check (KL divergence to the cpu image's f16-KV logits)"))
+        for line in chk.error_lines(checked):
+            console.print(line, markup=False)
+        bad_quality = [q for q in checked if q.get("verdict") in (None, "broken")]
     console.print(f"run {r.run_id}: {r.status}, {r.ok} rows ok, {r.failed} failed" + (f", {r.skipped_done} already done" if r.skipped_done else ""))
     console.print(f"results: {r.run_dir}/rows.jsonl (run.json: provenance; logs/: llama-bench stderr)")
     if r.status == "interrupted":
         raise Exit(f"interrupted: finished rows are kept; continue with: invoke bench --resume {r.run_id}", code=130)
     if r.failed:
         raise Exit(f"{r.failed} cases failed: see {r.run_dir}/logs/", code=1)
+    if bad_quality:
+        raise Exit(f"{len(bad_quality)} configurations computed wrong logits or could not be checked: their speed is not a result", code=1)
 
 
 # --- results (toolbox.results) -----------------------------------------------
@@ -384,9 +396,12 @@ def check(c, backend="auto", model=None, kv="f16/f16", allow_cpu_vulkan=False, r
     if json:
         print(json_module.dumps(out, indent=2, default=str))
     else:
-        for base in {r["base"]["path"]: r["base"] for r in out}.values():
-            console.print(chk.describe_base(base), markup=False)
+        for path, base in {r["base"]["path"]: r["base"] for r in out}.items():
+            ppl_base = next((r["ppl_base"] for r in out if r["base"]["path"] == path and r.get("ppl_base") is not None), None)
+            console.print(chk.describe_base(base, ppl_base), markup=False)
         console.print(chk.render_table(out))
+        for line in chk.error_lines(out):
+            console.print(line, style="red", markup=False, soft_wrap=True)
     bad = [r for r in out if r["verdict"] != "same" and r["verdict"] != "degraded"]
     if bad:
         raise Exit(f"{len(bad)} configuration(s) broken or not checked", code=1)

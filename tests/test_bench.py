@@ -186,3 +186,12 @@ def test_unknown_flag_for_the_pinned_llama_bench_is_refused():
     old_help = "usage: llama-bench\n  -m, --model\n  -p, --n-prompt\n  -n, --n-gen\n  -d, --n-depth\n  -r\n  -o\n  -fa, --flash-attn\n  -ngl\n  -mmp, --mmap <0|1>\n"
     with pytest.raises(ToolboxError, match="does not know -lm"):
         bench_mod.check_flags(plan, "cpu", old_help)
+
+
+def test_bench_check_stores_a_quality_verdict_beside_every_row(cpu_image, tmp_path):
+    p = invoke("bench", "--check", results_dir=tmp_path)
+    assert p.returncode == 0, p.stderr + p.stdout[-2000:]
+    assert "correctness check" in p.stdout
+    meta, rows = only_run(tmp_path)
+    assert (tmp_path / meta["run_id"] / "quality.jsonl").exists()
+    assert all(r["quality"] and r["quality"]["verdict"] == "same" and r["quality"]["kld_mean"] < 1e-3 for r in rows)

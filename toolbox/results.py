@@ -295,6 +295,9 @@ def load_run(results_dir: Path, run_id: str) -> tuple[dict, list[dict]]:
     run_dir = _run_dir(Path(results_dir), run_id)
     meta = _read_meta(run_dir)
     rows = read_rows(run_dir)
+    from toolbox.check import merge_quality  # the correctness check's verdicts (quality.jsonl) beside the speed rows
+
+    rows = merge_quality(rows, run_dir)
     if meta.get("kind") == "compose" and len(meta.get("images", {})) == 1:
         # the compose runner writes llama-bench's rows as they are: the run says which image made them
         backend = next(iter(meta["images"]))
