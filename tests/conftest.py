@@ -56,3 +56,18 @@ def tiny_model() -> Path:
 def bench_settings(tmp_path):
     """Settings for a real bench run: results in a temporary directory, shared caches."""
     return load_settings(results_dir=tmp_path / "results", offline=True)
+
+
+# Runs written by tests/data/runs/generate.py (realistic numbers, made up; see its README).
+FIXTURE_RUNS = DATA / "runs"
+KV, DEPTH, NEW_KV, IMPORTED, FAILED = ("20261126T090000Z-a11a11", "20261126T093000Z-b22b22", "20261126T100000Z-c33c33",
+                                       "20261120T080000Z-d44d44", "20261126T110000Z-e55e55")
+
+
+@pytest.fixture
+def results(settings):
+    """A copy of the fixture runs in the test's results directory (reports are written beside the run)."""
+    import shutil
+
+    shutil.copytree(FIXTURE_RUNS, settings.results_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return settings

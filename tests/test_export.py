@@ -13,15 +13,9 @@ import pytest
 
 from toolbox import export as ex
 from toolbox.errors import ToolboxError
-
-RUNS = Path(__file__).parent / "data" / "runs"
-KV, DEPTH, NEW_KV, IMPORTED = "20261126T090000Z-a11a11", "20261126T093000Z-b22b22", "20261126T100000Z-c33c33", "20261120T080000Z-d44d44"
+from conftest import DEPTH, IMPORTED, KV, NEW_KV
 
 
-@pytest.fixture
-def results(settings):
-    shutil.copytree(RUNS, settings.results_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    return settings
 
 
 @pytest.fixture(scope="module")

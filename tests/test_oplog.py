@@ -9,15 +9,9 @@ import pytest
 from toolbox import compare as cmp
 from toolbox import oplog
 from toolbox.errors import ToolboxError
-
-RUNS = Path(__file__).parent / "data" / "runs"
-KV, NEW_KV, DEPTH = "20261126T090000Z-a11a11", "20261126T100000Z-c33c33", "20261126T093000Z-b22b22"
+from conftest import KV, NEW_KV
 
 
-@pytest.fixture
-def results(settings):
-    shutil.copytree(RUNS, settings.results_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    return settings
 
 
 def test_entry_contents(results):

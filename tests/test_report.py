@@ -13,17 +13,9 @@ import pytest
 from toolbox import report as rp
 from toolbox import roofline as rf
 from toolbox.errors import ToolboxError
-
-RUNS = Path(__file__).parent / "data" / "runs"
-KV, DEPTH, NEW_KV, IMPORTED, FAILED = ("20261126T090000Z-a11a11", "20261126T093000Z-b22b22", "20261126T100000Z-c33c33",
-                                       "20261120T080000Z-d44d44", "20261126T110000Z-e55e55")
+from conftest import DEPTH, FAILED, IMPORTED, KV, NEW_KV
 
 
-@pytest.fixture
-def results(settings):
-    """A copy of the fixture runs in the test's results directory (reports are written beside the run)."""
-    shutil.copytree(RUNS, settings.results_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    return settings
 
 
 # --- roofline, checked by hand -----------------------------------------------------------------

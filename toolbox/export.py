@@ -18,24 +18,14 @@ import sqlite3
 from pathlib import Path
 
 from toolbox.errors import ToolboxError
+from toolbox.llama_bench import CURRENT_FIELDS
 
 FORMATS = ("csv", "parquet", "sqlite", "jsonl")
 
 # tools/llama-bench/llama-bench.cpp at the pinned commit: test::get_fields() and get_field_type()
 # (BOOL and INT are INTEGER, FLOAT is REAL, the rest TEXT). tests/test_export.py checks this list
 # against the pinned source.
-LLAMA_BENCH_FIELDS: tuple[str, ...] = (
-    "build_commit", "build_number", "cpu_info", "gpu_info", "backends",
-    "model_filename", "model_type", "model_size", "model_n_params", "n_batch",
-    "n_ubatch", "n_threads", "cpu_mask", "cpu_strict", "poll",
-    "type_k", "type_v", "n_gpu_layers", "n_cpu_moe", "split_mode",
-    "main_gpu", "no_kv_offload", "flash_attn", "devices", "tensor_split",
-    "tensor_buft_overrides", "load_mode", "lazy_mode",
-    "embeddings",
-    "no_op_offload", "no_host", "repack", "fit_target", "fit_min_ctx",
-    "n_prompt", "n_gen", "n_depth",
-    "test_time", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts",
-)
+LLAMA_BENCH_FIELDS: tuple[str, ...] = CURRENT_FIELDS
 _INT = {"build_number", "n_batch", "n_ubatch", "n_threads", "poll", "model_size", "model_n_params", "n_gpu_layers",
         "main_gpu", "n_prompt", "n_gen", "n_depth", "avg_ns", "stddev_ns", "no_op_offload", "n_cpu_moe", "fit_target",
         "fit_min_ctx", "flash_attn"}
