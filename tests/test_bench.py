@@ -195,3 +195,11 @@ def test_bench_check_stores_a_quality_verdict_beside_every_row(cpu_image, tmp_pa
     meta, rows = only_run(tmp_path)
     assert (tmp_path / meta["run_id"] / "quality.jsonl").exists()
     assert all(r["quality"] and r["quality"]["verdict"] == "same" and r["quality"]["kld_mean"] < 1e-3 for r in rows)
+
+
+def test_a_group_past_its_timeout_is_recorded_as_timeout(cpu_image, bench_settings):
+    r = bench_mod.bench(bench_settings, matrix=str(MATRICES / "timeout.toml"), backend="cpu")
+    meta, rows = results.load_run(bench_settings.results_dir, r.run_id)
+    assert r.status == "failed" and r.ok == 0
+    assert rows and all(x["status"] == "timeout" and x["error"].startswith("timeout after 2 s") for x in rows)
+    assert not docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={r.run_id}"})

@@ -170,3 +170,13 @@ def test_docker_daemon_down_is_one_line(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(ToolboxError, match="Docker daemon is not reachable.*systemctl start docker"):
         build(load_settings(offline=True), "cpu", offline=True)
+
+
+def test_pinned_package_version_gone_from_the_archive(tmp_path, cpu_image):
+    pins = tmp_path / "pins.toml"
+    text = load_settings().pins_file.read_text()
+    pins.write_text(text.replace('runtime_packages = { libgomp1 = "14.2.0-19" }', 'runtime_packages = { libgomp1 = "0.0-gone" }', 1))
+    s = load_settings(offline=True, pins_file=pins)
+    with pytest.raises(ToolboxError, match="pinned package version is gone from the archive.*pins.toml"):
+        build(s, "cpu", offline=True)
+    assert find_image(s, "cpu") is None

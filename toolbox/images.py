@@ -327,26 +327,19 @@ def _verify_and_label(client, unverified: str, tag: str, backend: str, echo, bas
 
 
 def find_image(settings: Settings, backend: str, client=None) -> str | None:
-    """The image for a backend built from the current pins (exact inputs if possible, else the newest of that commit)."""
+    """The image built from exactly the current inputs (pins, Dockerfile, scripts; the online base or the
+    local offline base), or None: after a pin changes, an older image is never used silently."""
     client = client or docker_client()
     pins = load_pins(settings.pins_file)
-    # the image built from exactly the current inputs (online base, or the local offline base)
     identities = [pins.backend(backend).base_image]
     offline_base = _image_or_none(client, f"{BASE_REPO}:debian-{pins.debian.suite}")
     if offline_base is not None:
         identities.append(offline_base.id)
     for identity in identities:
         tag = image_tag(pins, backend, inputs_hash(settings, pins, backend, identity))
-        if _image_or_none(client, tag) is not None:
+        image = _image_or_none(client, tag)
+        if image is not None and image.labels.get(f"{LABEL_PREFIX}.verified"):
             return tag
-    flags = " ".join(pins.backend(backend).cmake_flags)
-    images = client.images.list(filters={"label": [f"{LABEL_PREFIX}.backend={backend}", f"{LABEL_PREFIX}.llama-commit={pins.llama_cpp.commit}", f"{LABEL_PREFIX}.verified"]})
-    images = [i for i in images if i.labels.get(f"{LABEL_PREFIX}.cmake-flags") == flags]
-    images.sort(key=lambda i: i.attrs.get("Created", ""), reverse=True)
-    for image in images:
-        for t in image.tags:
-            if t.startswith(IMAGE_REPO.format(backend=backend) + ":") and not t.endswith("-unverified"):
-                return t
     return None
 
 
