@@ -28,6 +28,14 @@ def _one_line_errors(fn):
     return wrapper
 
 
+def _console():
+    """rich console; when output is not a terminal (a pipe, a log file, CI) use a wide page instead of 80 columns."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def _settings(**overrides):
     from toolbox.settings import load_settings
 
@@ -72,10 +80,13 @@ def images(c):
     if not rows:
         print("no toolbox images yet: invoke build cpu (add --offline without a registry)")
         return
-    table = Table("tag", "backend", "llama.cpp", "build", "mesa", "rocm", "size MB", "created")
+    table = Table(caption="*: built from the current pins (what invoke bench uses)")
+    table.add_column("tag", no_wrap=True)
+    for name in ("backend", "llama.cpp", "mesa", "rocm", "MB", "created"):
+        table.add_column(name, overflow="fold")
     for r in rows:
-        table.add_row(r["tag"], r["backend"], r["llama_commit"], str(r["build_number"]), r["mesa"] or "", r["rocm"] or "", str(r["size_mb"]), r["created"])
-    Console().print(table)
+        table.add_row(r["tag"] + (" *" if r["current"] else ""), r["backend"], f"{r['llama_commit'][:8]} b{r['build_number']}", r["mesa"] or "", r["rocm"] or "", str(r["size_mb"]), r["created"][:16].replace("T", " "))
+    _console().print(table)
 
 
 # --- bench (toolbox.bench) ---------------------------------------------------
@@ -108,7 +119,7 @@ def bench(c, matrix="default", backend="auto", model=None, allow_cpu_vulkan=Fals
     from toolbox import bench as bench_mod
     from toolbox.matrix import preset_descriptions
 
-    console = Console()
+    console = _console()
     if list:
         for name, desc in preset_descriptions().items():
             console.print(f"[bold]{name:10}[/bold] {desc}")
@@ -169,7 +180,7 @@ def import_(c, path=None, also=None):
     settings = _settings()
     run_id = import_files([Path(f) for f in files or []], settings.results_dir, argv=sys.argv)
     meta, rows = load_run(settings.results_dir, run_id)
-    console = Console()
+    console = _console()
     for s in meta["sources"]:
         note = f"  [yellow]{s['errors'][0]}[/yellow]" if s["errors"] else ""
         console.print(f"{s['rows']:4} rows  {s['format']:6} {s['path']}{note}", soft_wrap=True)
@@ -198,17 +209,19 @@ def results(c, json=False):
     table = Table()
     for name in ("run", "started", "kind", "status"):
         table.add_column(name, no_wrap=True)
-    for name in ("backends", "models", "ok", "failed"):
-        table.add_column(name, justify="right" if name in ("ok", "failed") else "left")
+    for name in ("backends", "models"):
+        table.add_column(name, overflow="fold")
+    for name in ("ok", "failed"):
+        table.add_column(name, justify="right", no_wrap=True)
     for r in runs:
         status = f"[red]{r['status']}[/red]" if r["status"] in ("corrupt", "failed") else str(r["status"])
         models = "; ".join(r["models"][:2]) + (f" +{len(r['models']) - 2} more" if len(r["models"]) > 2 else "")
         table.add_row(r["run_id"], (r["started_at"] or "")[:16].replace("T", " "), r["kind"] or "", status,
                       "; ".join(r["backends"]), models, str(r["rows_ok"]), str(r["rows_failed"]))
-    Console().print(table)
+    _console().print(table)
     for r in runs:
         if r["error"]:
-            Console().print(f"{r['run_id']}: {r['error']}", style="yellow", markup=False)
+            _console().print(f"{r['run_id']}: {r['error']}", style="yellow", markup=False)
 
 
 # --- report / compare / export / log (toolbox.report, toolbox.compare, ...) ---
@@ -230,7 +243,7 @@ def report(c, run_id=None, out=None, active_params=None, no_files=False):
 
     from toolbox import report as rp
 
-    console = Console()
+    console = _console()
     rep = rp.report(_settings(), run_id or None, out_dir=out, active_params=float(active_params) if active_params else None,
                     write=not no_files)
     rp.render_console(rep, console)
@@ -260,7 +273,7 @@ def compare(c, base, new, threshold=0.05, alpha=0.05, test="welch", ignore="", m
 
     cr = cmp.compare(_settings(), base, new, threshold=float(threshold), alpha=float(alpha), test=test,
                      ignore=[k.strip() for k in ignore.split(",") if k.strip()])
-    cmp.render_console(cr, Console())
+    cmp.render_console(cr, _console())
     if markdown:
         Path(markdown).write_text(cmp.render_markdown(cr), encoding="utf-8")
         print(f"written: {markdown}")
@@ -332,7 +345,7 @@ def doctor(c, root=None, json=False):
     if json:
         print(json_module.dumps({"host": snap, "checks": [ch.to_dict() for ch in checks]}, indent=2))
     else:
-        Console().print(dr.render(checks, snap["machine"]))
+        _console().print(dr.render(checks, snap["machine"]))
     if any(ch.status == "FAIL" for ch in checks):
         raise Exit(code=1)
 
@@ -379,7 +392,7 @@ def check(c, backend="auto", model=None, kv="f16/f16", allow_cpu_vulkan=False, r
     from toolbox.images import docker_client
 
     settings = _settings()
-    console = Console()
+    console = _console()
     backends = resolve_backends(backend, {}, settings, docker_client())
     models = model_mod.resolve_models([Path(m) for m in model] if model else None, settings)
     ref = model_mod.resolve_models([Path(reference)], settings)[0] if reference else None

@@ -352,6 +352,8 @@ def image_info(client, ref: str) -> dict:
 
 def list_images(settings: Settings) -> list[dict]:
     client = docker_client()
+    pins = load_pins(settings.pins_file)
+    current = {find_image(settings, b, client) for b in pins.backends}
     rows = []
     for image in client.images.list(filters={"label": f"{LABEL_PREFIX}.backend"}):
         labels = image.labels
@@ -362,6 +364,6 @@ def list_images(settings: Settings) -> list[dict]:
                 "build_number": labels.get(f"{LABEL_PREFIX}.llama-build-number"),
                 "mesa": labels.get(f"{LABEL_PREFIX}.mesa-version"), "rocm": labels.get(f"{LABEL_PREFIX}.rocm-version"),
                 "verified": labels.get(f"{LABEL_PREFIX}.verified"), "size_mb": round(image.attrs.get("Size", 0) / 1e6),
-                "created": image.attrs.get("Created", "")[:19],
+                "created": image.attrs.get("Created", "")[:19], "current": t in current,
             })
     return sorted(rows, key=lambda r: r["created"], reverse=True)
