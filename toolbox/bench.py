@@ -293,8 +293,8 @@ def _progress(console):
 
 
 def estimate_seconds(settings: Settings, plan: Plan) -> tuple[float | None, int]:
-    """Expected wall time of a plan from earlier ok rows of the same cases (same model file name,
-    backend and every parameter the case sets), or None when none of them ran before."""
+    """(seconds, cases): the measuring time of the plan's cases that ran before (same model file name,
+    backend and every parameter the case sets), from their earlier ok rows; (None, 0) when none did."""
     import warnings
 
     from toolbox import results
@@ -323,14 +323,16 @@ def estimate_seconds(settings: Settings, plan: Plan) -> tuple[float | None, int]
             total += float(hits.iloc[-1]) / 1e9 * (plan.repetitions + (1 if plan.warmup else 0))
     if known == 0:
         return None, 0
-    return total * len(plan.cases) / known, known
+    return total, known
 
 
 def print_plan(console, plan: Plan, images: dict, commands, settings: Settings) -> None:
     est, known = estimate_seconds(settings, plan)
     head = f"matrix {plan.name}: {len(plan.cases)} cases in {len(plan.groups)} groups (one container and one model load each)"
-    if est:
-        head += f", about {est / 60:.1f} min (from earlier runs of {known} of the cases)"
+    if est is not None:
+        n = len(plan.cases)
+        head += (f", about {est / 60:.1f} min from earlier runs" if known == n else
+                 f"; {known} of the {n} cases ran before and take about {est / 60:.1f} min, the rest have no history")
     console.print(head)
     for b, tag in images.items():
         console.print(f"  {b}: {tag}")
