@@ -26,7 +26,8 @@ HOSTS = Path(__file__).parent / "data" / "hosts"
 GOOD = HOSTS / "strix-halo-128g-good"
 BAD = HOSTS / "strix-halo-128g-96g-carveout-bad"
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path("/work/shared/data/strix-halo-host")
+# a copy of shared/data/strix-halo-host/amdgpu-firmware-info-onexplayer-apex-395.txt (recorded data, source in its #@ lines)
+FIRMWARE_DUMP = Path(__file__).parent / "data" / "firmware" / "amdgpu-firmware-info-onexplayer-apex-395.txt"
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:
@@ -93,9 +94,7 @@ def test_gfx_target_names(version, name):
 
 def test_amdgpu_firmware_info_parses_a_posted_dump(tmp_path):
     """The whole OneXPlayer Apex dump as posted (ROCm/ROCm#6157), minus the command line."""
-    posted = (SHARED / "amdgpu-firmware-info-onexplayer-apex-395.txt")
-    if not posted.exists():
-        pytest.skip("shared reference data not available")
+    posted = FIRMWARE_DUMP
     target = tmp_path / "sys/kernel/debug/dri/1/amdgpu_firmware_info"
     target.parent.mkdir(parents=True)
     target.write_text(posted.read_text())
