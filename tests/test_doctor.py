@@ -26,7 +26,7 @@ HOSTS = Path(__file__).parent / "data" / "hosts"
 GOOD = HOSTS / "strix-halo-128g-good"
 BAD = HOSTS / "strix-halo-128g-96g-carveout-bad"
 REPO = Path(__file__).resolve().parent.parent
-# a copy of shared/data/strix-halo-host/amdgpu-firmware-info-onexplayer-apex-395.txt (recorded data, source in its #@ lines)
+# a copy of shared/data/strix-halo-host/amdgpu-firmware-info-onexplayer-apex-395.txt (recorded data: tests/data/firmware/README.md names its source)
 FIRMWARE_DUMP = Path(__file__).parent / "data" / "firmware" / "amdgpu-firmware-info-onexplayer-apex-395.txt"
 
 
