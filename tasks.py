@@ -109,6 +109,7 @@ def images(c):
         "check": "after the run, check each configuration's logits against the cpu image's f16 KV (invoke check) and store the verdicts beside the rows",
     },
     iterable=["model"],
+    auto_shortflags=False,
 )
 @_one_line_errors
 def bench(c, matrix="default", backend="auto", model=None, allow_cpu_vulkan=False, dry_run=False, resume=None,
@@ -377,6 +378,7 @@ def compose_env(c, write_matrices=False):
         "json": "print the results as JSON",
     },
     iterable=["model"],
+    auto_shortflags=False,
 )
 @_one_line_errors
 def check(c, backend="auto", model=None, kv="f16/f16", allow_cpu_vulkan=False, reference=None, ctx=128, chunks=8, json=False):

@@ -151,12 +151,18 @@ def test_source_that_differs_from_the_pin_is_refused(tmp_path, cpu_image):
         build(s, "cpu", offline=True, source=copy)
 
 
+def settings_with_pins(tmp_path, old: str, new: str):
+    """Offline settings whose pins file has one change (the first occurrence of `old`)."""
+    text = load_settings().pins_file.read_text()
+    assert old in text
+    pins = tmp_path / "pins.toml"
+    pins.write_text(text.replace(old, new, 1))
+    return load_settings(offline=True, pins_file=pins)
+
+
 def test_unused_cmake_flag_fails_the_build_and_tags_nothing(tmp_path, cpu_image):
     """A flag CMake does not use (GGML_HIP_UMA is gone at the pinned commit) must fail the build."""
-    pins = tmp_path / "pins.toml"
-    text = load_settings().pins_file.read_text()
-    pins.write_text(text.replace('cmake_flags = ["-DGGML_NATIVE=OFF", "-DLLAMA_OPENSSL=OFF"]', 'cmake_flags = ["-DGGML_NATIVE=OFF", "-DLLAMA_OPENSSL=OFF", "-DGGML_HIP_UMA=ON"]', 1))
-    s = load_settings(offline=True, pins_file=pins)
+    s = settings_with_pins(tmp_path, '"-DLLAMA_OPENSSL=OFF"]', '"-DLLAMA_OPENSSL=OFF", "-DGGML_HIP_UMA=ON"]')
     with pytest.raises(ToolboxError, match="CMake ignores a pinned flag"):
         build(s, "cpu", offline=True)
     client = docker.from_env()
@@ -173,10 +179,7 @@ def test_docker_daemon_down_is_one_line(monkeypatch):
 
 
 def test_pinned_package_version_gone_from_the_archive(tmp_path, cpu_image):
-    pins = tmp_path / "pins.toml"
-    text = load_settings().pins_file.read_text()
-    pins.write_text(text.replace('runtime_packages = { libgomp1 = "14.2.0-19" }', 'runtime_packages = { libgomp1 = "0.0-gone" }', 1))
-    s = load_settings(offline=True, pins_file=pins)
+    s = settings_with_pins(tmp_path, 'runtime_packages = { libgomp1 = "14.2.0-19" }', 'runtime_packages = { libgomp1 = "0.0-gone" }')
     with pytest.raises(ToolboxError, match="pinned package version is gone from the archive.*pins.toml"):
         build(s, "cpu", offline=True)
     assert find_image(s, "cpu") is None
