@@ -59,7 +59,8 @@ def _gids(nodes: list[str]) -> list[int]:
 
 def device_ok(row: dict, target: str) -> bool | None:
     """Did this row run where it was meant to? llama-bench's backend string alone proves nothing."""
-    gpu = (row.get("gpu_info") or "") + " " + (row.get("devices") or "")
+    devices = row.get("devices") or ""
+    gpu = (row.get("gpu_info") or "") + ("" if devices in ("auto", "none") else " " + devices)
     backends = row.get("backends") or ""
     if target == "cpu":
         return "CPU" in backends or backends == ""
