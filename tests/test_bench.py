@@ -203,3 +203,27 @@ def test_a_group_past_its_timeout_is_recorded_as_timeout(cpu_image, bench_settin
     assert r.status == "failed" and r.ok == 0
     assert rows and all(x["status"] == "timeout" and x["error"].startswith("timeout after 2 s") for x in rows)
     assert not docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={r.run_id}"})
+
+
+def test_reports_comparisons_and_export_on_real_kv_runs_from_both_images(cpu_image, vulkan_image, bench_settings):
+    """Issue 5's 'done when' on real data: a kv run on the cpu image and one on lavapipe, reported, compared, exported."""
+    import sqlite3
+
+    from toolbox import compare as cmp
+    from toolbox import export as ex
+    from toolbox import report as rp
+
+    matrix = str(MATRICES / "kv-small.toml")
+    cpu = bench_mod.bench(bench_settings, matrix=matrix, backend="cpu")
+    vk = bench_mod.bench(bench_settings, matrix=matrix, backend="vulkan", allow_cpu_vulkan=True)
+    rep = rp.report(bench_settings, [vk.run_id])
+    names = {p.name for p in rep.files}
+    assert {"report.md", "report.html", "kv.png", "depth.png"} <= names
+    md = (bench_settings.results_dir / vk.run_id / "report.md").read_text()
+    assert "0c1e5709" in md and "llvmpipe" in md and "25.0.7" in md, "provenance heads the report"
+    cr = cmp.compare(bench_settings, cpu.run_id, vk.run_id, ignore=["backend", "backends"])
+    assert len(cr.lines) == 48 and all(line.mark == "untested" and line.ratio for line in cr.lines), "one repetition: ratios, but no significance test"
+    path, n = ex.export(bench_settings, [cpu.run_id, vk.run_id], "sqlite")
+    assert n == 96
+    with sqlite3.connect(path) as db:
+        assert db.execute("select count(*), count(distinct backends) from llama_bench").fetchone() == (96, 2)
