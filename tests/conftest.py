@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# testcontainers' reaper (Ryuk) is an image from a registry, which CI and air-gapped machines can't
+# pull; the tests stop their own containers.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
 import pytest
 
 from toolbox.settings import load_settings

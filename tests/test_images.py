@@ -10,6 +10,7 @@ import time
 
 import docker
 import pytest
+from testcontainers.core.container import DockerContainer
 
 from toolbox.errors import ToolboxError
 from toolbox.images import build, find_image, list_images
@@ -23,13 +24,19 @@ TOOLS = ("llama-bench", "llama-server", "llama-cli", "llama-perplexity", "llama-
 
 
 def run(image, *argv, model_dir=None, env=None) -> tuple[int, str, str]:
-    cmd = ["docker", "run", "--rm"]
+    """Run one command in the image with testcontainers; (exit code, stdout, stderr)."""
+    container = DockerContainer(image).with_command(list(argv))
     if model_dir:
-        cmd += ["-v", f"{model_dir}:/models:ro"]
+        container = container.with_volume_mapping(str(model_dir), "/models", "ro")
     for k, v in (env or {}).items():
-        cmd += ["-e", f"{k}={v}"]
-    p = subprocess.run(cmd + [image, *argv], capture_output=True, text=True, timeout=600)
-    return p.returncode, p.stdout, p.stderr
+        container = container.with_env(k, v)
+    container.start()
+    try:
+        code = container.get_wrapped_container().wait(timeout=600)["StatusCode"]
+        out, err = container.get_logs()
+    finally:
+        container.stop()
+    return code, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def bench_rows(image, model, *args, env=None) -> list[dict]:
