@@ -35,5 +35,20 @@ if ! command -v debootstrap >/dev/null; then
   fi
 fi
 
-python3 -m pip install -q -e '.[test]'
-say "ready: $(docker buildx version | head -n1); python $(python3 -c 'import sys; print(sys.version.split()[0])')"
+# Python packages: into this Python if it allows it, else (PEP 668 "externally managed" system
+# Pythons, e.g. Ubuntu 24.04) into ./.venv, whose bin/ then holds `invoke`.
+if python3 -m pip install -q -e '.[test]' 2>/tmp/toolbox-pip.err; then
+  py=python3
+elif grep -q externally-managed /tmp/toolbox-pip.err; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    say "installing python3-venv"
+    as_root apt-get install -y -qq python3-venv >/dev/null
+  fi
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q -e '.[test]'
+  py=.venv/bin/python
+  say "this system's Python is externally managed: installed into .venv; run 'source .venv/bin/activate' (or use .venv/bin/invoke)"
+else
+  cat /tmp/toolbox-pip.err >&2; exit 1
+fi
+say "ready: $(docker buildx version | head -n1); python $($py -c 'import sys; print(sys.version.split()[0])')"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 # testcontainers' reaper (Ryuk) is an image from a registry, which CI and air-gapped machines can't
 # pull; the tests stop their own containers.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+# Tests run `invoke` as a user would: the one installed beside this Python (a venv's bin/ too).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 import pytest
 
