@@ -144,6 +144,8 @@ def bench(c, matrix="default", backend="auto", model=None, allow_cpu_vulkan=Fals
         for line in chk.error_lines(checked):
             console.print(line, markup=False)
         bad_quality = [q for q in checked if q.get("verdict") in (None, "broken")]
+    for b, row in {row["backend"]: row for row in r.rows if row.get("build_commit")}.items():
+        console.print(f"{b}: llama.cpp {row['build_commit']} (b{row['build_number']}), image {row['image']} ({(row['image_digest'] or '')[:19]})", markup=False)
     console.print(f"run {r.run_id}: {r.status}, {r.ok} rows ok, {r.failed} failed" + (f", {r.skipped_done} already done" if r.skipped_done else ""))
     console.print(f"results: {r.run_dir}/rows.jsonl (run.json: provenance; logs/: llama-bench stderr)")
     if r.status == "interrupted":

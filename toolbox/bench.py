@@ -357,7 +357,6 @@ def summary_tables(rows: list[dict]) -> list:
     if not ok:
         return []
     df = pd.DataFrame(ok)
-    df["test"] = [Case("", "", (), tuple(sorted({"n_prompt": r.get("n_prompt") or 0, "n_gen": r.get("n_gen") or 0, "n_depth": r.get("n_depth") or 0}.items()))).test for r in ok]
     df["t/s"] = [f"{a:.2f} ± {s or 0:.2f}" for a, s in zip(df["avg_ts"], df.get("stddev_ts", [0] * len(df)))]
     keys = [k for k in ("backend", "type_k", "type_v", "flash_attn", "n_batch", "n_ubatch", "n_threads", "load_mode", "n_gpu_layers") if k in df and df[k].astype(str).nunique() > 1]
     tables = []
