@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from toolbox.bench import make_plan  # noqa: E402
-from toolbox.images import find_image  # noqa: E402
+from toolbox.build.images import find_image  # noqa: E402
 from toolbox.model import resolve_models  # noqa: E402
+from toolbox.run.bench import make_plan  # noqa: E402
 from toolbox.settings import load_settings  # noqa: E402
 
 
@@ -43,9 +43,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
-        p = subprocess.run(["invoke", "bench", "--matrix", args.matrix, "--backend", args.backend, "--repetitions", str(args.repetitions)]
-                           + (["--allow-cpu-vulkan"] if args.backend == "vulkan" else []),
-                           cwd=REPO, env=os.environ | {"TOOLBOX_RESULTS_DIR": tmp}, capture_output=True, text=True)
+        p = subprocess.run(
+            ["invoke", "bench", "--matrix", args.matrix, "--backend", args.backend, "--repetitions", str(args.repetitions)]
+            + (["--allow-cpu-vulkan"] if args.backend == "vulkan" else []),
+            cwd=REPO,
+            env=os.environ | {"TOOLBOX_RESULTS_DIR": tmp},
+            capture_output=True,
+            text=True,
+        )
         harness = time.monotonic() - t0
         if p.returncode != 0:
             sys.exit(p.stderr)
@@ -55,8 +60,12 @@ def main() -> None:
     for group in plan.groups:
         argv = group.args(f"/models/{model.name}", plan.repetitions, plan.warmup)
         env = [a for k, v in group.env.items() if v for a in ("-e", f"{k}={v}")]
-        out = subprocess.run(["docker", "run", "--rm", *extra, *env, "-v", f"{model.parent}:/models:ro", image, *argv],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["docker", "run", "--rm", *extra, *env, "-v", f"{model.parent}:/models:ro", image, *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         rows += sum(1 for line in out.splitlines() if line.startswith("{"))
     bare = time.monotonic() - t0
 

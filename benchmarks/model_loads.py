@@ -15,10 +15,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from toolbox.bench import make_plan  # noqa: E402
-from toolbox.images import find_image  # noqa: E402
-from toolbox.matrix import Group  # noqa: E402
-from toolbox.model import write_synthetic_model  # noqa: E402
+from toolbox.build.images import find_image  # noqa: E402
+from toolbox.model.tiny import write_synthetic_model  # noqa: E402
+from toolbox.run.bench import make_plan  # noqa: E402
+from toolbox.run.matrix import Group  # noqa: E402
 from toolbox.settings import load_settings  # noqa: E402
 
 
@@ -27,7 +27,12 @@ def run(image: str, model: Path, groups: list[Group], reps: int, warmup: bool) -
     rows = 0
     for g in groups:
         argv = g.args(f"/models/{model.name}", reps, warmup)
-        out = subprocess.run(["docker", "run", "--rm", "-v", f"{model.parent}:/models:ro", image, *argv], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["docker", "run", "--rm", "-v", f"{model.parent}:/models:ro", image, *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         rows += sum(1 for line in out.splitlines() if line.startswith("{"))
     return time.monotonic() - t0, rows
 
@@ -49,8 +54,11 @@ def main() -> None:
         write_synthetic_model(model, int(args.size_gb * 1e9))
         print(f"wrote {model} ({model.stat().st_size / 1e9:.2f} GB) in {time.monotonic() - t0:.1f} s")
     plan = make_plan(settings, args.matrix, ["cpu"], [model], {"repetitions": args.repetitions})
-    singles = [Group(c.case_id, g.backend, g.model, g.env, {k: [v] for k, v in c.params if k not in ("n_prompt", "n_gen", "n_depth")}, [c])
-               for g in plan.groups for c in g.cases]
+    singles = [
+        Group(c.case_id, g.backend, g.model, g.env, {k: [v] for k, v in c.params if k not in ("n_prompt", "n_gen", "n_depth")}, [c])
+        for g in plan.groups
+        for c in g.cases
+    ]
 
     grouped_s, grouped_rows = run(image, model, plan.groups, plan.repetitions, plan.warmup)
     single_s, single_rows = run(image, model, singles, plan.repetitions, plan.warmup)

@@ -13,6 +13,7 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 import pytest
+from helpers import FIXTURE_RUNS
 
 from toolbox.settings import load_settings
 
@@ -37,7 +38,7 @@ def pytest_collection_modifyitems(config, items):
 
 def _offline_image(backend: str) -> str:
     """Build (or find up to date) a real image the way a user would, offline (CI has no registry)."""
-    from toolbox.images import build
+    from toolbox.build.images import build
 
     return build(load_settings(offline=True), backend, offline=True).tag
 
@@ -63,12 +64,6 @@ def tiny_model() -> Path:
 def bench_settings(tmp_path):
     """Settings for a real bench run: results in a temporary directory, shared caches."""
     return load_settings(results_dir=tmp_path / "results", offline=True)
-
-
-# Runs written by tests/data/runs/generate.py (realistic numbers, made up; see its README).
-FIXTURE_RUNS = DATA / "runs"
-KV, DEPTH, NEW_KV, IMPORTED, FAILED = ("20261126T090000Z-a11a11", "20261126T093000Z-b22b22", "20261126T100000Z-c33c33",
-                                       "20261120T080000Z-d44d44", "20261126T110000Z-e55e55")
 
 
 @pytest.fixture

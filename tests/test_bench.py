@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import docker
 import pytest
 
-from toolbox import bench as bench_mod
-from toolbox import results
+from toolbox.engine.container import CONTAINER_LABEL
 from toolbox.errors import ToolboxError
-from toolbox.matrix import expand, load_matrix
-from toolbox.runner import CONTAINER_LABEL
+from toolbox.run import bench as bench_mod
+from toolbox.run.matrix import expand, load_matrix
+from toolbox.store import runs as results
 
 REPO = Path(__file__).resolve().parent.parent
 MATRICES = Path(__file__).resolve().parent / "data" / "matrices"
-pytestmark = pytest.mark.container
 
 
 def invoke(*args, results_dir: Path, timeout=900, env=None) -> subprocess.CompletedProcess:
@@ -35,6 +32,7 @@ def only_run(results_dir: Path) -> tuple[dict, list[dict]]:
     return results.load_run(results_dir, runs[0])
 
 
+@pytest.mark.container
 def test_invoke_bench_with_no_arguments_runs_the_default_on_the_cpu_image(cpu_image, tmp_path):
     p = invoke("bench", results_dir=tmp_path)
     assert p.returncode == 0, p.stderr + p.stdout
@@ -49,6 +47,7 @@ def test_invoke_bench_with_no_arguments_runs_the_default_on_the_cpu_image(cpu_im
     assert (tmp_path / meta["run_id"] / "logs").is_dir()
 
 
+@pytest.mark.container
 def test_kv_matrix_on_lavapipe_gives_every_valid_pair(vulkan_image, bench_settings):
     matrix = str(MATRICES / "kv-small.toml")
     r = bench_mod.bench(bench_settings, matrix=matrix, backend="vulkan", allow_cpu_vulkan=True)
@@ -65,6 +64,7 @@ def test_kv_matrix_on_lavapipe_gives_every_valid_pair(vulkan_image, bench_settin
     assert len({r["case_id"] for r in rows}) == len(rows)
 
 
+@pytest.mark.container
 def test_dry_run_prints_the_plan_and_runs_nothing(cpu_image, tmp_path):
     p = invoke("bench", "--matrix", "kv", "--dry-run", results_dir=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -84,10 +84,13 @@ def _wait_for_rows(results_dir: Path, n: int, timeout: float = 300) -> Path:
     raise AssertionError("no rows appeared")
 
 
+@pytest.mark.container
 def test_ctrl_c_keeps_finished_rows_and_resume_completes_the_run(cpu_image, tmp_path):
     matrix = str(MATRICES / "env-groups.toml")
     e = os.environ | {"TOOLBOX_RESULTS_DIR": str(tmp_path)}
-    proc = subprocess.Popen(["invoke", "bench", "--matrix", matrix], cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["invoke", "bench", "--matrix", matrix], cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     rows_file = _wait_for_rows(tmp_path, 3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -97,7 +100,9 @@ def test_ctrl_c_keeps_finished_rows_and_resume_completes_the_run(cpu_image, tmp_
     meta, kept = results.load_run(tmp_path, run_id)
     assert meta["status"] == "interrupted"
     assert 3 <= len(kept) < 16 and all(r["status"] == "ok" for r in kept)
-    assert not docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={run_id}"}), "containers left behind"
+    assert not docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={run_id}"}), (
+        "containers left behind"
+    )
 
     p = invoke("bench", "--resume", run_id, results_dir=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -108,6 +113,7 @@ def test_ctrl_c_keeps_finished_rows_and_resume_completes_the_run(cpu_image, tmp_
     assert rows[: len(kept)] == kept, "rows measured before the interrupt are untouched"
 
 
+@pytest.mark.container
 def test_a_container_killed_mid_group_loses_nothing_and_the_run_goes_on(cpu_image, bench_settings):
     """Kill the llama-bench container while it runs: finished rows stay, the missing cases run again one by one."""
     client = docker.from_env()
@@ -138,33 +144,42 @@ def test_a_container_killed_mid_group_loses_nothing_and_the_run_goes_on(cpu_imag
     assert r.status == "complete"
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--model", "/nonexistent/model.gguf"], "not found"),
-    (["--matrix", "kvv"], "did you mean 'kv'"),
-    (["--backend", "metal"], "unknown backend 'metal'"),
-    (["--backend", "rocm"], "no AMD GPU for the rocm backend"),
-    (["--backend", "vulkan"], "--allow-cpu-vulkan"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--model", "/nonexistent/model.gguf"], "not found"),
+        (["--matrix", "kvv"], "did you mean 'kv'"),
+        (["--backend", "metal"], "unknown backend 'metal'"),
+        (["--backend", "rocm"], "no AMD GPU for the rocm backend"),
+        (["--backend", "vulkan"], "--allow-cpu-vulkan"),
+    ],
+)
+@pytest.mark.container
 def test_bad_input_is_one_line_before_any_container_starts(cpu_image, tmp_path, args, needle):
     p = invoke("bench", *args, results_dir=tmp_path)
     assert p.returncode == 2, p.stdout + p.stderr
-    lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], p.stderr
     assert not tmp_path.exists() or not any(tmp_path.iterdir()), "nothing may be written on bad input"
 
 
+@pytest.mark.container
 def test_bad_model_files_and_matrix_files(cpu_image, tmp_path):
     (tmp_path / "empty").mkdir()
     notgguf = tmp_path / "x.gguf"
     notgguf.write_text("hello")
     typo = tmp_path / "typo.toml"
     typo.write_text("[params]\nflash_atn = [1]\n")
-    for args, needle in [(["--model", str(tmp_path / "empty")], "no GGUF"), (["--model", str(notgguf)], "not a GGUF file"),
-                         (["--matrix", str(typo)], "unknown llama-bench parameter 'flash_atn' (did you mean 'flash_attn'?)")]:
+    for args, needle in [
+        (["--model", str(tmp_path / "empty")], "no GGUF"),
+        (["--model", str(notgguf)], "not a GGUF file"),
+        (["--matrix", str(typo)], "unknown llama-bench parameter 'flash_atn' (did you mean 'flash_attn'?)"),
+    ]:
         p = invoke("bench", *args, results_dir=tmp_path / "r")
         assert p.returncode == 2 and needle in p.stderr, (args, p.stderr)
 
 
+@pytest.mark.container
 def test_results_dir_that_is_not_writable(cpu_image, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -172,6 +187,7 @@ def test_results_dir_that_is_not_writable(cpu_image, tmp_path):
     assert p.returncode == 2 and "not writable" in p.stderr
 
 
+@pytest.mark.container
 def test_no_image_built_names_the_build_command(tmp_path, settings):
     pins = tmp_path / "pins.toml"
     pins.write_text(settings.pins_file.read_text().replace("0c1e57098bba43ac29e6e3b677cdceebdd22334f", "1" * 40))
@@ -183,11 +199,15 @@ def test_no_image_built_names_the_build_command(tmp_path, settings):
 def test_unknown_flag_for_the_pinned_llama_bench_is_refused():
     spec, src, text = load_matrix("load")
     plan = expand(spec, src, text, ["cpu"], ["m"])
-    old_help = "usage: llama-bench\n  -m, --model\n  -p, --n-prompt\n  -n, --n-gen\n  -d, --n-depth\n  -r\n  -o\n  -fa, --flash-attn\n  -ngl\n  -mmp, --mmap <0|1>\n"
+    old_help = (
+        "usage: llama-bench\n  -m, --model\n  -p, --n-prompt\n  -n, --n-gen\n  -d, --n-depth\n  -r\n  -o\n"
+        "  -fa, --flash-attn\n  -ngl\n  -mmp, --mmap <0|1>\n"
+    )
     with pytest.raises(ToolboxError, match="does not know -lm"):
         bench_mod.check_flags(plan, "cpu", old_help)
 
 
+@pytest.mark.container
 def test_bench_check_stores_a_quality_verdict_beside_every_row(cpu_image, tmp_path):
     p = invoke("bench", "--check", results_dir=tmp_path)
     assert p.returncode == 0, p.stderr + p.stdout[-2000:]
@@ -197,6 +217,7 @@ def test_bench_check_stores_a_quality_verdict_beside_every_row(cpu_image, tmp_pa
     assert all(r["quality"] and r["quality"]["verdict"] == "same" and r["quality"]["kld_mean"] < 1e-3 for r in rows)
 
 
+@pytest.mark.container
 def test_a_group_past_its_timeout_is_recorded_as_timeout(cpu_image, bench_settings):
     r = bench_mod.bench(bench_settings, matrix=str(MATRICES / "timeout.toml"), backend="cpu")
     meta, rows = results.load_run(bench_settings.results_dir, r.run_id)
@@ -205,13 +226,14 @@ def test_a_group_past_its_timeout_is_recorded_as_timeout(cpu_image, bench_settin
     assert not docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={r.run_id}"})
 
 
+@pytest.mark.container
 def test_reports_comparisons_and_export_on_real_kv_runs_from_both_images(cpu_image, vulkan_image, bench_settings):
     """Issue 5's 'done when' on real data: a kv run on the cpu image and one on lavapipe, reported, compared, exported."""
     import sqlite3
 
-    from toolbox import compare as cmp
-    from toolbox import export as ex
-    from toolbox import report as rp
+    from toolbox.analysis import compare as cmp
+    from toolbox.report import render as rp
+    from toolbox.store import export as ex
 
     matrix = str(MATRICES / "kv-small.toml")
     cpu = bench_mod.bench(bench_settings, matrix=matrix, backend="cpu")
@@ -222,7 +244,9 @@ def test_reports_comparisons_and_export_on_real_kv_runs_from_both_images(cpu_ima
     md = (bench_settings.results_dir / vk.run_id / "report.md").read_text()
     assert "0c1e5709" in md and "llvmpipe" in md and "25.0.7" in md, "provenance heads the report"
     cr = cmp.compare(bench_settings, cpu.run_id, vk.run_id, ignore=["backend", "backends"])
-    assert len(cr.lines) == 48 and all(line.mark == "untested" and line.ratio for line in cr.lines), "one repetition: ratios, but no significance test"
+    assert len(cr.lines) == 48 and all(line.mark == "untested" and line.ratio for line in cr.lines), (
+        "one repetition: ratios, but no significance test"
+    )
     path, n = ex.export(bench_settings, [cpu.run_id, vk.run_id], "sqlite")
     assert n == 96
     with sqlite3.connect(path) as db:

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from toolbox import check as chk
-from toolbox import results
 from toolbox.errors import ToolboxError
+from toolbox.quality import base as chk_base
+from toolbox.quality import check as chk
+from toolbox.quality import verdict as chk_verdict
 from toolbox.settings import load_settings
+from toolbox.store import quality as quality_store
+from toolbox.store import runs as results
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,7 +65,7 @@ Same top p: 91.865 ± 1.219 %
 
 
 def test_parse_reads_the_statistics_block():
-    f = chk.parse_kld_output(Q4_OUTPUT)
+    f = chk_verdict.parse_kld_output(Q4_OUTPUT)
     assert f["ppl"] == pytest.approx(3218.341049) and f["ppl_base"] == pytest.approx(3220.281457)
     assert f["ppl_ratio"] == pytest.approx(0.999397) and f["kld_mean"] == pytest.approx(0.000601)
     assert f["kld_p99"] == pytest.approx(0.001020) and f["kld_max"] == pytest.approx(0.001238)
@@ -73,36 +76,39 @@ def test_parse_reads_the_statistics_block():
 def test_parse_falls_back_to_the_last_chunk_line_when_the_end_was_lost():
     # the pinned llama.cpp does not flush its logger thread at exit: the statistics block can go missing
     cut = Q4_OUTPUT[: Q4_OUTPUT.index("Mean    KLD")]
-    f = chk.parse_kld_output(cut)
+    f = chk_verdict.parse_kld_output(cut)
     assert f["from_chunk_lines"] and f["chunks"] == 8
     assert f["kld_mean"] == pytest.approx(0.00060) and f["top1_agree"] == pytest.approx(0.91865)
     assert f["ppl"] == pytest.approx(3218.341049)  # still from the statistics block
-    assert chk.parse_kld_output(Q4_OUTPUT[: Q4_OUTPUT.index("   5  ")])["chunks"] == 4
-    assert chk.parse_kld_output("llama_model_load: error loading model\n") == {}
+    assert chk_verdict.parse_kld_output(Q4_OUTPUT[: Q4_OUTPUT.index("   5  ")])["chunks"] == 4
+    assert chk_verdict.parse_kld_output("llama_model_load: error loading model\n") == {}
 
 
 def test_nan_output_is_broken():
-    f = chk.parse_kld_output(Q4_OUTPUT.replace("0.000601 ±", "nan ±").replace("91.865 ± 1.219 %\n", "-nan ± -nan %\n"))
-    assert chk.verdict(f["kld_mean"], f["top1_agree"]) == "broken"
+    f = chk_verdict.parse_kld_output(Q4_OUTPUT.replace("0.000601 ±", "nan ±").replace("91.865 ± 1.219 %\n", "-nan ± -nan %\n"))
+    assert chk_verdict.verdict(f["kld_mean"], f["top1_agree"]) == "broken"
 
 
-@pytest.mark.parametrize("kld, top1, expected", [
-    (0.0, 1.0, "same"),
-    (1.5e-5, 0.978, "same"),        # lavapipe vs CPU on the tiny model: flips are near-ties
-    (0.00009, 0.90, "same"),        # below the noise KLD top-1 flips do not count
-    (0.0014, 0.977, "same"),        # q8_0 weights on LLaMA 3 8B (llama.cpp perplexity README)
-    (0.0014, 0.95, "degraded"),
-    (0.0006, 0.919, "degraded"),    # q4_0 KV on the tiny model
-    (0.031, 0.919, "degraded"),     # q4_K_M on LLaMA 3 8B
-    (0.45, 0.711, "degraded"),      # q2_K on LLaMA 3 8B
-    (1.0, 0.6, "degraded"),
-    (1.01, 0.9, "broken"),
-    (0.99, 0.002, "broken"),        # a different model file: top-1 agreement at chance
-    (5.3, 0.1, "broken"),           # llama.cpp issue 28211's ROCm output
-    (float("inf"), 0.9, "broken"),
-])
+@pytest.mark.parametrize(
+    "kld, top1, expected",
+    [
+        (0.0, 1.0, "same"),
+        (1.5e-5, 0.978, "same"),  # lavapipe vs CPU on the tiny model: flips are near-ties
+        (0.00009, 0.90, "same"),  # below the noise KLD top-1 flips do not count
+        (0.0014, 0.977, "same"),  # q8_0 weights on LLaMA 3 8B (llama.cpp perplexity README)
+        (0.0014, 0.95, "degraded"),
+        (0.0006, 0.919, "degraded"),  # q4_0 KV on the tiny model
+        (0.031, 0.919, "degraded"),  # q4_K_M on LLaMA 3 8B
+        (0.45, 0.711, "degraded"),  # q2_K on LLaMA 3 8B
+        (1.0, 0.6, "degraded"),
+        (1.01, 0.9, "broken"),
+        (0.99, 0.002, "broken"),  # a different model file: top-1 agreement at chance
+        (5.3, 0.1, "broken"),  # llama.cpp issue 28211's ROCm output
+        (float("inf"), 0.9, "broken"),
+    ],
+)
 def test_verdict_thresholds(kld, top1, expected):
-    assert chk.verdict(kld, top1) == expected
+    assert chk_verdict.verdict(kld, top1) == expected
 
 
 def test_kv_spec_and_flash_attention_rules():
@@ -125,27 +131,54 @@ def test_base_header_is_checked_against_the_file_size(tmp_path):
     body = b"_logits_" + struct.pack("<Iii", n_ctx, n_vocab, n_chunk) + bytes(4 * n_ctx * n_chunk + 2 * n_chunk * 3 * nv)
     good = tmp_path / "good.kld"
     good.write_bytes(body)
-    assert chk.read_base_header(good) == {"n_ctx": 8, "n_vocab": 5, "n_chunk": 2, "scored_tokens": 6}
+    assert chk_verdict.read_base_header(good) == {"n_ctx": 8, "n_vocab": 5, "n_chunk": 2, "scored_tokens": 6}
     cut = tmp_path / "cut.kld"
     cut.write_bytes(body[:-1])
     with pytest.raises(ToolboxError, match="truncated"):
-        chk.read_base_header(cut)
+        chk_verdict.read_base_header(cut)
     (tmp_path / "other.kld").write_bytes(b"GGUF" + body[4:])
     with pytest.raises(ToolboxError, match="not a llama-perplexity logits file"):
-        chk.read_base_header(tmp_path / "other.kld")
+        chk_verdict.read_base_header(tmp_path / "other.kld")
 
 
 def test_merge_quality_matches_rows_on_their_identity(tmp_path):
     rows = [
-        {"status": "ok", "backend": "vulkan", "model_sha256": "a" * 64, "type_k": "q8_0", "type_v": "q8_0", "flash_attn": 1, "env": {}, "quality": None},
-        {"status": "ok", "backend": "vulkan", "model_sha256": "a" * 64, "type_k": "q8_0", "type_v": "q8_0", "flash_attn": 0, "env": {}, "quality": None},
-        {"status": "failed", "backend": "vulkan", "model_sha256": "a" * 64, "type_k": "q8_0", "type_v": "q8_0", "flash_attn": 1, "env": {}, "quality": None},
+        {
+            "status": "ok",
+            "backend": "vulkan",
+            "model_sha256": "a" * 64,
+            "type_k": "q8_0",
+            "type_v": "q8_0",
+            "flash_attn": 1,
+            "env": {},
+            "quality": None,
+        },
+        {
+            "status": "ok",
+            "backend": "vulkan",
+            "model_sha256": "a" * 64,
+            "type_k": "q8_0",
+            "type_v": "q8_0",
+            "flash_attn": 0,
+            "env": {},
+            "quality": None,
+        },
+        {
+            "status": "failed",
+            "backend": "vulkan",
+            "model_sha256": "a" * 64,
+            "type_k": "q8_0",
+            "type_v": "q8_0",
+            "flash_attn": 1,
+            "env": {},
+            "quality": None,
+        },
     ]
-    key = chk.quality_key("vulkan", "a" * 64, "q8_0", "q8_0", "on", {})
+    key = quality_store.quality_key("vulkan", "a" * 64, "q8_0", "q8_0", "on", {})
     first = {"key": key, "verdict": "same", "kld_mean": 1e-5, "top1_agree": 0.99, "ppl": 6.8}
     later = dict(first, verdict="broken", kld_mean=5.3, top1_agree=0.1, ppl=1334.0)
-    (tmp_path / chk.QUALITY_FILE).write_text(json.dumps(first) + "\n" + "{half a line\n" + json.dumps(later) + "\n")
-    merged = chk.merge_quality(rows, tmp_path)
+    (tmp_path / quality_store.QUALITY_FILE).write_text(json.dumps(first) + "\n" + "{half a line\n" + json.dumps(later) + "\n")
+    merged = quality_store.merge(rows, tmp_path)
     assert merged[0]["quality"]["verdict"] == "broken" and merged[0]["quality"]["ppl"] == 1334.0  # the latest line wins
     assert merged[1]["quality"] is None and merged[2]["quality"] is None  # other flash_attn; failed row
     assert rows[0]["quality"] is None  # inputs untouched
@@ -157,15 +190,21 @@ def test_merge_quality_matches_rows_on_their_identity(tmp_path):
 @pytest.fixture(scope="module")
 def other_model(tmp_path_factory) -> Path:
     """The tiny model's architecture and vocabulary with other weights (seed 1): 'a different model file behind one backend'."""
-    from toolbox.model import write_tiny_llama
+    from toolbox.model.tiny import write_tiny_llama
 
     return write_tiny_llama(tmp_path_factory.mktemp("other") / "toolbox-tiny-llama-seed1.gguf", seed=1)
 
 
 @pytest.mark.container
 def test_cpu_and_lavapipe_agree_on_the_tiny_model(cpu_image, vulkan_image, tiny_model, settings):
-    out = chk.run_check(settings, backends=["cpu", "vulkan"], models=[tiny_model], kv=[("f16", "f16"), ("f16", "f16", "off")],
-                        allow_cpu_vulkan=True, images={"cpu": cpu_image, "vulkan": vulkan_image})
+    out = chk.run_check(
+        settings,
+        backends=["cpu", "vulkan"],
+        models=[tiny_model],
+        kv=[("f16", "f16"), ("f16", "f16", "off")],
+        allow_cpu_vulkan=True,
+        images={"cpu": cpu_image, "vulkan": vulkan_image},
+    )
     assert [(r["backend"], r["flash_attn"]) for r in out] == [("cpu", -1), ("cpu", 0), ("vulkan", -1), ("vulkan", 0)]
     for r in out:
         assert r["error"] is None and r["verdict"] == "same", r
@@ -180,8 +219,14 @@ def test_cpu_and_lavapipe_agree_on_the_tiny_model(cpu_image, vulkan_image, tiny_
 
 @pytest.mark.container
 def test_quantized_kv_shows_its_measured_divergence(cpu_image, vulkan_image, tiny_model, settings):
-    out = chk.run_check(settings, backends=["cpu", "vulkan"], models=[tiny_model], kv=[("q8_0", "q8_0"), ("q4_0", "q4_0")],
-                        allow_cpu_vulkan=True, images={"cpu": cpu_image, "vulkan": vulkan_image})
+    out = chk.run_check(
+        settings,
+        backends=["cpu", "vulkan"],
+        models=[tiny_model],
+        kv=[("q8_0", "q8_0"), ("q4_0", "q4_0")],
+        allow_cpu_vulkan=True,
+        images={"cpu": cpu_image, "vulkan": vulkan_image},
+    )
     by = {(r["backend"], r["type_k"]): r for r in out}
     for backend in ("cpu", "vulkan"):
         q8, q4 = by[(backend, "q8_0")], by[(backend, "q4_0")]
@@ -193,8 +238,14 @@ def test_quantized_kv_shows_its_measured_divergence(cpu_image, vulkan_image, tin
 
 @pytest.mark.container
 def test_a_different_model_file_behind_a_backend_is_broken(cpu_image, vulkan_image, tiny_model, other_model, settings):
-    out = chk.run_check(settings, backends=["cpu", "vulkan"], models=[other_model], reference=tiny_model, allow_cpu_vulkan=True,
-                        images={"cpu": cpu_image, "vulkan": vulkan_image})
+    out = chk.run_check(
+        settings,
+        backends=["cpu", "vulkan"],
+        models=[other_model],
+        reference=tiny_model,
+        allow_cpu_vulkan=True,
+        images={"cpu": cpu_image, "vulkan": vulkan_image},
+    )
     assert [r["verdict"] for r in out] == ["broken", "broken"], out
     for r in out:
         assert r["kld_mean"] > 0.5 and r["top1_agree"] < 0.05
@@ -206,77 +257,101 @@ def test_a_different_model_file_behind_a_backend_is_broken(cpu_image, vulkan_ima
 
 @pytest.mark.container
 def test_vulkan_that_silently_computes_on_the_cpu_is_not_called_same(cpu_image, vulkan_image, tiny_model, settings):
-    from toolbox.images import docker_client
+    from toolbox.engine.client import docker_client
 
     client = docker_client()
-    base = chk.ensure_base(settings, client, tiny_model, cpu_image=cpu_image)
+    base = chk_base.ensure_base(settings, client, tiny_model, cpu_image=cpu_image)
     # without GGML_VK_VISIBLE_DEVICES ggml ignores lavapipe and runs on the CPU, exit 0, right logits
-    r = chk.check_one(settings, client, backend="vulkan", image=vulkan_image, model=tiny_model, base=base,
-                      allow_cpu_vulkan=True, env={"GGML_VK_VISIBLE_DEVICES": ""})
+    config = chk.CheckConfig("vulkan", vulkan_image, tiny_model, env={"GGML_VK_VISIBLE_DEVICES": ""})
+    r = chk.check_one(settings, client, config, base, allow_cpu_vulkan=True)
     assert r["kld_mean"] is not None and r["device_ok"] is False and r["devices"] == []
     assert r["verdict"] is None and "not on the lavapipe device" in r["error"]
 
 
 @pytest.mark.container
 def test_base_logits_are_cached_and_a_damaged_file_is_written_again(cpu_image, tiny_model, tmp_path):
-    from toolbox.images import docker_client
+    from toolbox.engine.client import docker_client
 
     s = load_settings(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache")
     client = docker_client()
-    first = chk.ensure_base(s, client, tiny_model, cpu_image=cpu_image)
+    first = chk_base.ensure_base(s, client, tiny_model, cpu_image=cpu_image)
     path = Path(first["path"])
     assert not first["cached"] and path.parent == tmp_path / "cache" / "kld-base"
     assert path.name.startswith(first["model_sha256"] + "-" + client.images.get(cpu_image).id.split(":")[1][:12])
     assert first["n_chunk"] == 8 and first["n_ctx"] == 128 and first["n_vocab"] == 2048
-    again = chk.ensure_base(s, client, tiny_model, cpu_image=cpu_image)
+    again = chk_base.ensure_base(s, client, tiny_model, cpu_image=cpu_image)
     assert again["cached"] and again["path"] == first["path"]
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    healed = chk.ensure_base(s, client, tiny_model, cpu_image=cpu_image)
+    healed = chk_base.ensure_base(s, client, tiny_model, cpu_image=cpu_image)
     assert not healed["cached"] and path.read_bytes() == data  # deterministic: the same bytes again
-    other = chk.ensure_base(s, client, tiny_model, cpu_image=cpu_image, ctx=64, chunks=4)
+    other = chk_base.ensure_base(s, client, tiny_model, cpu_image=cpu_image, ctx=64, chunks=4)
     assert other["path"] != first["path"] and other["n_ctx"] == 64 and other["n_chunk"] == 4
 
 
 @pytest.mark.container
 def test_invoke_check_prints_the_table_and_fails_on_broken(cpu_image, tiny_model, other_model, tmp_path):
     env = os.environ | {"TOOLBOX_RESULTS_DIR": str(tmp_path), "COLUMNS": "200"}
-    p = subprocess.run(["invoke", "check", "--backend", "cpu", "--kv", "f16/f16,q4_0/q4_0"], cwd=REPO, capture_output=True,
-                       text=True, timeout=600, env=env)
+    p = subprocess.run(
+        ["invoke", "check", "--backend", "cpu", "--kv", "f16/f16,q4_0/q4_0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr + p.stdout
     assert "same" in p.stdout and "degraded" in p.stdout and "base: " in p.stdout and "q4_0/q4_0" in p.stdout
-    p = subprocess.run(["invoke", "check", "--backend", "cpu", "--model", str(other_model), "--reference", str(tiny_model), "--json"],
-                       cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    p = subprocess.run(
+        ["invoke", "check", "--backend", "cpu", "--model", str(other_model), "--reference", str(tiny_model), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert p.returncode == 1, p.stderr + p.stdout
     data = json.loads(p.stdout)
     assert data[0]["verdict"] == "broken" and "broken" in p.stderr
-    p = subprocess.run(["invoke", "check", "--backend", "cpu", "--kv", "f16/q8_0/off"], cwd=REPO, capture_output=True, text=True,
-                       timeout=120, env=env)
+    p = subprocess.run(
+        ["invoke", "check", "--backend", "cpu", "--kv", "f16/q8_0/off"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert p.returncode == 2 and "needs flash attention" in p.stderr
 
 
 @pytest.mark.container
 def test_attach_quality_checks_each_configuration_of_a_bench_run(cpu_image, tiny_model, bench_settings, tmp_path):
-    from toolbox import bench as bench_mod
+    from toolbox.run import bench as bench_mod
 
     matrix = tmp_path / "kv-check.toml"
-    matrix.write_text('repetitions = 1\n[params]\nn_prompt = [32]\nn_gen = [8]\ntype_k = ["f16", "q4_0"]\ntype_v = ["f16", "q4_0"]\n'
-                      'flash_attn = ["on"]\n')
+    matrix.write_text(
+        'repetitions = 1\n[params]\nn_prompt = [32]\nn_gen = [8]\ntype_k = ["f16", "q4_0"]\ntype_v = ["f16", "q4_0"]\nflash_attn = ["on"]\n'
+    )
     r = bench_mod.bench(bench_settings, matrix=str(matrix), backend="cpu", models=[str(tiny_model)])
     assert r.status == "complete" and r.failed == 0
     out = chk.attach_quality(bench_settings, r.run_id)
-    assert len(out) == 4 and {(q["type_k"], q["type_v"]) for q in out} == {("f16", "f16"), ("f16", "q4_0"), ("q4_0", "f16"), ("q4_0", "q4_0")}
+    assert len(out) == 4 and {(q["type_k"], q["type_v"]) for q in out} == {
+        ("f16", "f16"),
+        ("f16", "q4_0"),
+        ("q4_0", "f16"),
+        ("q4_0", "q4_0"),
+    }
     verdicts = {(q["type_k"], q["type_v"]): q["verdict"] for q in out}
     assert verdicts[("f16", "f16")] == "same" and verdicts[("q4_0", "q4_0")] == "degraded"
     assert all(q["flash_attn"] == 1 and q["run_id"] == r.run_id and q["image_id"] for q in out)
     run_dir = bench_settings.results_dir / r.run_id
-    lines = (run_dir / chk.QUALITY_FILE).read_text().splitlines()
-    assert len(lines) == 4 and all(json.loads(l)["key"] for l in lines)
+    lines = (run_dir / quality_store.QUALITY_FILE).read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(ln)["key"] for ln in lines)
     meta, rows = results.load_run(bench_settings.results_dir, r.run_id)
-    merged = chk.merge_quality(rows, run_dir)
+    merged = quality_store.merge(rows, run_dir)
     assert len(rows) == 8 and all(m["quality"] and m["quality"]["verdict"] == verdicts[(m["type_k"], m["type_v"])] for m in merged)
     assert all(m["quality"]["kld_mean"] is not None and m["quality"]["top1_agree"] is not None for m in merged)
     assert list(run_dir.glob("logs/check-*.log"))
     # append-only: a second pass adds lines, the latest wins
     chk.attach_quality(bench_settings, r.run_id)
-    assert len((run_dir / chk.QUALITY_FILE).read_text().splitlines()) == 8
+    assert len((run_dir / quality_store.QUALITY_FILE).read_text().splitlines()) == 8

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from toolbox import results
+from toolbox.store import runs as results
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,10 +38,22 @@ def test_cpu_profile_runs_a_matrix_and_the_toolbox_reads_the_run(cpu_image, tiny
     shutil.copy(tiny_model, models / tiny_model.name)
     out = tmp_path / "results"
     out.mkdir()
-    env = os.environ | {"CPU_IMAGE": cpu_image, "MODELS_DIR": str(models), "RESULTS_DIR": str(out), "MATRIX": "default",
-                        "HOST_NAME": "compose-test-host", "HOST_ID": "0123456789abcdef"}
-    p = subprocess.run([*compose_cmd(), "--profile", "cpu", "run", "--rm", "-T", "bench-cpu"], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
+    env = os.environ | {
+        "CPU_IMAGE": cpu_image,
+        "MODELS_DIR": str(models),
+        "RESULTS_DIR": str(out),
+        "MATRIX": "default",
+        "HOST_NAME": "compose-test-host",
+        "HOST_ID": "0123456789abcdef",
+    }
+    p = subprocess.run(
+        [*compose_cmd(), "--profile", "cpu", "run", "--rm", "-T", "bench-cpu"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-1000:] + p.stderr[-1000:]
     [run_id] = [d.name for d in out.iterdir()]
     meta, rows = results.load_run(out, run_id)
@@ -53,7 +65,13 @@ def test_cpu_profile_runs_a_matrix_and_the_toolbox_reads_the_run(cpu_image, tiny
     assert all(r["backend"] == "cpu" and r["status"] == "ok" and r["build_number"] == 11312 and r["avg_ts"] > 0 for r in rows)
     listed = subprocess.run(["invoke", "results"], cwd=REPO, env=env | {"TOOLBOX_RESULTS_DIR": str(out)}, capture_output=True, text=True)
     assert listed.returncode == 0 and run_id in listed.stdout, listed.stderr
-    report = subprocess.run(["invoke", "report", "--run-id", run_id, "--no-files"], cwd=REPO, env=env | {"TOOLBOX_RESULTS_DIR": str(out)}, capture_output=True, text=True)
+    report = subprocess.run(
+        ["invoke", "report", "--run-id", run_id, "--no-files"],
+        cwd=REPO,
+        env=env | {"TOOLBOX_RESULTS_DIR": str(out)},
+        capture_output=True,
+        text=True,
+    )
     assert report.returncode == 0, report.stderr
     assert "pp512" in report.stdout
 
@@ -61,9 +79,28 @@ def test_cpu_profile_runs_a_matrix_and_the_toolbox_reads_the_run(cpu_image, tiny
 @pytest.mark.container
 def test_compose_refuses_an_unknown_matrix_and_a_missing_model(cpu_image, tmp_path):
     (tmp_path / "models").mkdir()
-    env = os.environ | {"CPU_IMAGE": cpu_image, "MODELS_DIR": str(tmp_path / "models"), "RESULTS_DIR": str(tmp_path), "MATRIX": "kvv"}
-    p = subprocess.run([*compose_cmd(), "--profile", "cpu", "run", "--rm", "-T", "bench-cpu"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    env = os.environ | {
+        "CPU_IMAGE": cpu_image,
+        "MODELS_DIR": str(tmp_path / "models"),
+        "RESULTS_DIR": str(tmp_path),
+        "MATRIX": "kvv",
+    }
+    p = subprocess.run(
+        [*compose_cmd(), "--profile", "cpu", "run", "--rm", "-T", "bench-cpu"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 2 and "unknown matrix 'kvv'" in p.stderr + p.stdout
-    p = subprocess.run([*compose_cmd(), "--profile", "cpu", "run", "--rm", "-T", "bench-cpu"], cwd=REPO, env=env | {"MATRIX": "default"}, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [*compose_cmd(), "--profile", "cpu", "run", "--rm", "-T", "bench-cpu"],
+        cwd=REPO,
+        env=env | {"MATRIX": "default"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 2 and "no GGUF model" in p.stderr + p.stdout
     assert not list(tmp_path.glob("2*")), "no run directory on bad input"

@@ -36,7 +36,7 @@ def _expand_alternatives(cmd: str) -> list[str]:
     words = cmd.split()
     for i, w in enumerate(words):
         if "|" in w and not w.startswith("-"):
-            return [c for alt in w.split("|") for c in _expand_alternatives(" ".join(words[:i] + [alt] + words[i + 1:]))]
+            return [c for alt in w.split("|") for c in _expand_alternatives(" ".join(words[:i] + [alt] + words[i + 1 :]))]
     return [cmd]
 
 
@@ -65,8 +65,15 @@ def test_every_documented_command_parses_with_help(doc, cmd):
         assert flag in known, f"{doc}: `{cmd}` uses {flag}, which `invoke {argv[1]}` does not have ({sorted(known)})"
 
 
-DRY = [(d, c) for d, c in COMMANDS if c.startswith("invoke bench ") and "--model" not in c and "--resume" not in c
-       and not re.search(r"--backend (rocm|vulkan)\b", c) and "--matrix" in c]
+DRY = [
+    (d, c)
+    for d, c in COMMANDS
+    if c.startswith("invoke bench ")
+    and "--model" not in c
+    and "--resume" not in c
+    and not re.search(r"--backend (rocm|vulkan)\b", c)
+    and "--matrix" in c
+]
 
 
 @pytest.mark.container

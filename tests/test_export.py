@@ -3,27 +3,23 @@ pinned llama.cpp's scripts/compare-llama-bench.py."""
 
 import json
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import DEPTH, IMPORTED, KV, NEW_KV
 
-from toolbox import export as ex
 from toolbox.errors import ToolboxError
-from conftest import DEPTH, IMPORTED, KV, NEW_KV
-
-
+from toolbox.store import export as ex
 
 
 @pytest.fixture(scope="module")
 def llama_cpp_tree():
     """The pinned llama.cpp source (llama-cpp-python's sdist from PyPI, downloaded once and cached)."""
-    from toolbox.pins import load_pins
+    from toolbox.build.pins import load_pins
+    from toolbox.build.source import sdist_source
     from toolbox.settings import load_settings
-    from toolbox.source import sdist_source
 
     s = load_settings()
     try:
@@ -34,10 +30,10 @@ def llama_cpp_tree():
 
 def test_sqlite_columns_are_the_pinned_llama_bench_fields(llama_cpp_tree):
     src = (llama_cpp_tree / "tools" / "llama-bench" / "llama-bench.cpp").read_text()
-    body = src[src.index("static const std::vector<std::string> & get_fields()"):]
-    body = body[:body.index("};")]
+    body = src[src.index("static const std::vector<std::string> & get_fields()") :]
+    body = body[: body.index("};")]
     assert tuple(re.findall(r'"(\w+)"', body)) == ex.LLAMA_BENCH_FIELDS
-    types = src[src.index("static field_type get_field_type"):src.index("std::vector<std::string> get_values()")]
+    types = src[src.index("static field_type get_field_type") : src.index("std::vector<std::string> get_values()")]
     ints = set(re.findall(r'field == "(\w+)"', types.split("return INT;")[0]))
     bools = set(re.findall(r'field == "(\w+)"', types.split("return INT;")[1].split("return BOOL;")[0]))
     assert {f for f in ex.LLAMA_BENCH_FIELDS if ex.sql_type(f) == "INTEGER"} == (ints | bools) & set(ex.LLAMA_BENCH_FIELDS)
@@ -50,15 +46,19 @@ def test_sqlite_export_schema_and_values(results, tmp_path):
     con = sqlite3.connect(path)
     cols = [(r[1], r[2]) for r in con.execute("PRAGMA table_info(llama_bench)")]
     assert [c for c, _ in cols] == list(ex.LLAMA_BENCH_FIELDS)
-    row = con.execute("SELECT backends, flash_attn, cpu_strict, n_depth, avg_ts, build_commit FROM llama_bench "
-                      "WHERE backends='Vulkan' AND n_gen=128 AND n_depth=4096").fetchone()
+    row = con.execute(
+        "SELECT backends, flash_attn, cpu_strict, n_depth, avg_ts, build_commit FROM llama_bench "
+        "WHERE backends='Vulkan' AND n_gen=128 AND n_depth=4096"
+    ).fetchone()
     assert row[:4] == ("Vulkan", 1, 0, 4096) and row[5] == "0c1e5709"
     src = [json.loads(x) for x in (results.results_dir / DEPTH / "rows.jsonl").read_text().splitlines()]
     want = next(r for r in src if r["backend"] == "vulkan" and r["n_gen"] == 128 and r["n_depth"] == 4096)
     assert row[4] == pytest.approx(want["avg_ts"])
     # our fields and raw samples sit beside it, linked by rowid; failures too
-    linked = con.execute("SELECT t.samples_ts, t.backend FROM toolbox_rows t JOIN llama_bench l ON l.rowid = t.llama_bench_rowid "
-                         "WHERE l.n_gen=128 AND l.n_depth=4096 AND l.backends='Vulkan'").fetchone()
+    linked = con.execute(
+        "SELECT t.samples_ts, t.backend FROM toolbox_rows t JOIN llama_bench l ON l.rowid = t.llama_bench_rowid "
+        "WHERE l.n_gen=128 AND l.n_depth=4096 AND l.backends='Vulkan'"
+    ).fetchone()
     assert json.loads(linked[0]) == want["samples_ts"] and linked[1] == "vulkan"
     assert con.execute("SELECT COUNT(*) FROM toolbox_rows WHERE status='failed' AND llama_bench_rowid IS NULL").fetchone()[0] == 4
     assert json.loads(con.execute("SELECT run_json FROM toolbox_runs").fetchone()[0])["run_id"] == DEPTH
@@ -67,8 +67,11 @@ def test_sqlite_export_schema_and_values(results, tmp_path):
 def test_old_log_missing_fields_get_llama_bench_defaults_not_null(results, tmp_path):
     path, n = ex.export(results, [IMPORTED], "sqlite", out=tmp_path / "i.sqlite")
     con = sqlite3.connect(path)
-    nulls = [f for f in ex.LLAMA_BENCH_FIELDS if f != "build_commit" and
-             con.execute(f"SELECT COUNT(*) FROM llama_bench WHERE {f} IS NULL").fetchone()[0]]
+    nulls = [
+        f
+        for f in ex.LLAMA_BENCH_FIELDS
+        if f != "build_commit" and con.execute(f"SELECT COUNT(*) FROM llama_bench WHERE {f} IS NULL").fetchone()[0]
+    ]
     assert n == 6 and nulls == []
     assert con.execute("SELECT DISTINCT n_batch, tensor_buft_overrides FROM llama_bench").fetchall() == [(2048, "none")]
 
@@ -106,8 +109,13 @@ def test_compare_llama_bench_reads_the_export(results, tmp_path, llama_cpp_tree)
     ex.export(results, [KV], "sqlite", out=db)
     ex.export(results, [NEW_KV], "sqlite", out=db, append=True)
     script = llama_cpp_tree / "scripts" / "compare-llama-bench.py"
-    r = subprocess.run([sys.executable, str(script), "-i", str(db), "-b", "0c1e5709", "-c", "9f3d2a71"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(script), "-i", str(db), "-b", "0c1e5709", "-c", "9f3d2a71"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("|") and "---" not in ln]
     header = [c.strip() for c in lines[0].strip("|").split("|")]

@@ -12,13 +12,12 @@ import docker
 import pytest
 from testcontainers.core.container import DockerContainer
 
+from toolbox.build.images import build, find_image, list_images
+from toolbox.build.pins import LABEL_PREFIX, load_pins
+from toolbox.build.source import sdist_source
 from toolbox.errors import ToolboxError
-from toolbox.images import build, find_image, list_images
-from toolbox.pins import LABEL_PREFIX, load_pins
 from toolbox.settings import load_settings
-from toolbox.source import sdist_source
 
-pytestmark = pytest.mark.container
 PINS = load_pins(load_settings().pins_file)
 TOOLS = ("llama-bench", "llama-server", "llama-cli", "llama-perplexity", "llama-quantize")
 
@@ -40,11 +39,28 @@ def run(image, *argv, model_dir=None, env=None) -> tuple[int, str, str]:
 
 
 def bench_rows(image, model, *args, env=None) -> list[dict]:
-    code, out, err = run(image, "llama-bench", "-m", f"/models/{model.name}", "-p", "16", "-n", "4", "-r", "1", "-o", "jsonl", *args, model_dir=model.parent, env=env)
+    code, out, err = run(
+        image,
+        "llama-bench",
+        "-m",
+        f"/models/{model.name}",
+        "-p",
+        "16",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "-o",
+        "jsonl",
+        *args,
+        model_dir=model.parent,
+        env=env,
+    )
     assert code == 0, err[-500:]
-    return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    return [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
 
 
+@pytest.mark.container
 @pytest.mark.parametrize("backend", ["cpu", "vulkan"])
 def test_image_labels_say_what_is_inside(backend, request):
     image = request.getfixturevalue(f"{backend}_image")
@@ -66,6 +82,7 @@ def test_image_labels_say_what_is_inside(backend, request):
     assert json.loads(out)["llama_commit"] == PINS.llama_cpp.commit
 
 
+@pytest.mark.container
 @pytest.mark.parametrize("backend", ["cpu", "vulkan"])
 def test_image_has_the_tools(backend, request):
     image = request.getfixturevalue(f"{backend}_image")
@@ -74,6 +91,7 @@ def test_image_has_the_tools(backend, request):
     assert len(out.split()) == len(TOOLS)
 
 
+@pytest.mark.container
 def test_cpu_image_runs_the_tiny_model_and_reports_the_pinned_build(cpu_image, tiny_model):
     rows = bench_rows(cpu_image, tiny_model, "-ctk", "q8_0", "-ctv", "q8_0", "-fa", "1")
     assert len(rows) == 2
@@ -85,6 +103,7 @@ def test_cpu_image_runs_the_tiny_model_and_reports_the_pinned_build(cpu_image, t
         assert r["avg_ts"] > 0
 
 
+@pytest.mark.container
 def test_vulkan_image_runs_on_lavapipe_only_when_named(vulkan_image, tiny_model):
     """ggml ignores CPU-type Vulkan devices unless GGML_VK_VISIBLE_DEVICES names them."""
     rows = bench_rows(vulkan_image, tiny_model, env={"GGML_VK_VISIBLE_DEVICES": "0"})
@@ -96,6 +115,7 @@ def test_vulkan_image_runs_on_lavapipe_only_when_named(vulkan_image, tiny_model)
     assert fallback and "llvmpipe" not in " ".join(r["gpu_info"] + r["devices"] for r in fallback).lower()
 
 
+@pytest.mark.container
 def test_second_build_is_up_to_date(cpu_image):
     t0 = time.monotonic()
     r = build(load_settings(offline=True), "cpu", offline=True)
@@ -106,6 +126,7 @@ def test_second_build_is_up_to_date(cpu_image):
     assert any(row["tag"] == cpu_image for row in list_images(load_settings()))
 
 
+@pytest.mark.container
 def test_invoke_build_cli_answers_up_to_date(cpu_image):
     p = subprocess.run(["invoke", "build", "cpu", "--offline"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -120,6 +141,7 @@ def test_unknown_backend():
         build(load_settings(offline=True), "metal", offline=True)
 
 
+@pytest.mark.container
 def test_online_build_without_registry_suggests_offline(cpu_image):
     """This machine reaches no registry: the real online path must fail with the --offline hint."""
     with pytest.raises(ToolboxError) as exc:
@@ -132,6 +154,7 @@ def test_rocm_upstream_base_is_not_offline_capable():
         build(load_settings(offline=True), "rocm", offline=True)
 
 
+@pytest.mark.container
 def test_source_must_exist_and_be_llama_cpp(tmp_path, cpu_image):
     with pytest.raises(ToolboxError, match="does not exist"):
         build(load_settings(offline=True), "cpu", offline=True, source=tmp_path / "nope")
@@ -144,6 +167,7 @@ def test_source_must_exist_and_be_llama_cpp(tmp_path, cpu_image):
         build(load_settings(offline=True), "cpu", offline=True, source=junk)
 
 
+@pytest.mark.container
 def test_source_that_differs_from_the_pin_is_refused(tmp_path, cpu_image):
     s = load_settings(offline=True)
     tree = sdist_source(PINS, s.cache_dir)
@@ -167,6 +191,7 @@ def settings_with_pins(tmp_path, old: str, new: str):
     return load_settings(offline=True, pins_file=pins)
 
 
+@pytest.mark.container
 def test_unused_cmake_flag_fails_the_build_and_tags_nothing(tmp_path, cpu_image):
     """A flag CMake does not use (GGML_HIP_UMA is gone at the pinned commit) must fail the build."""
     s = settings_with_pins(tmp_path, '"-DLLAMA_OPENSSL=OFF"]', '"-DLLAMA_OPENSSL=OFF", "-DGGML_HIP_UMA=ON"]')
@@ -185,6 +210,7 @@ def test_docker_daemon_down_is_one_line(monkeypatch):
         build(load_settings(offline=True), "cpu", offline=True)
 
 
+@pytest.mark.container
 def test_pinned_package_version_gone_from_the_archive(tmp_path, cpu_image):
     s = settings_with_pins(tmp_path, 'runtime_packages = { libgomp1 = "14.2.0-19" }', 'runtime_packages = { libgomp1 = "0.0-gone" }')
     with pytest.raises(ToolboxError, match="pinned package version is gone from the archive.*pins.toml"):

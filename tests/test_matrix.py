@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 
-from toolbox.compose import render_matrices
 from toolbox.errors import ToolboxError
-from toolbox.matrix import PARAM_FLAGS, expand, group_cases, load_matrix, preset_descriptions, presets, reject_reason
+from toolbox.llamacpp import PARAM_FLAGS
+from toolbox.run.compose import render_matrices
+from toolbox.run.matrix import expand, group_cases, load_matrix, preset_descriptions, presets, reject_reason
 from toolbox.settings import REPO_ROOT
 
 
@@ -82,14 +83,17 @@ def test_user_matrix_with_zip_env_and_pg(tmp_path):
     assert "-pg" in argv and argv[argv.index("-pg") + 1] == "128,32"
 
 
-@pytest.mark.parametrize("text,needle", [
-    ('[params]\nn_promt = [512]\n', "unknown llama-bench parameter 'n_promt' (did you mean 'n_prompt'?)"),
-    ('[params]\ntype_k = ["q9_0"]\n', "type_k 'q9_0' is not a KV cache type"),
-    ('repetitons = 3\n', "unknown key 'repetitons'"),
-    ('[[zip]]\nn_batch = [1, 2]\nn_ubatch = [1]\n', "different lengths"),
-    ('backends = ["metal"]\n', "unknown backend 'metal'"),
-    ('[params\n', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[params]\nn_promt = [512]\n", "unknown llama-bench parameter 'n_promt' (did you mean 'n_prompt'?)"),
+        ('[params]\ntype_k = ["q9_0"]\n', "type_k 'q9_0' is not a KV cache type"),
+        ("repetitons = 3\n", "unknown key 'repetitons'"),
+        ("[[zip]]\nn_batch = [1, 2]\nn_ubatch = [1]\n", "different lengths"),
+        ('backends = ["metal"]\n', "unknown backend 'metal'"),
+        ("[params\n", "not valid TOML"),
+    ],
+)
 def test_bad_matrix_files_are_one_line_errors(tmp_path, text, needle):
     f = tmp_path / "bad.toml"
     f.write_text(text)
@@ -106,9 +110,9 @@ def test_unknown_matrix_name_suggests_the_closest():
 
 def test_every_param_maps_to_a_flag_the_pinned_llama_bench_documents():
     """The flag table is checked against the pinned llama-bench source's help text."""
-    from toolbox.pins import load_pins
+    from toolbox.build.pins import load_pins
+    from toolbox.build.source import sdist_source
     from toolbox.settings import load_settings
-    from toolbox.source import sdist_source
 
     s = load_settings()
     tree = sdist_source(load_pins(s.pins_file), s.cache_dir)

@@ -14,11 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import gguf
+import helpers
 import numpy as np
 import pytest
 
 from toolbox import model
 from toolbox.errors import ToolboxError
+from toolbox.model import tiny as tiny_gen
 from toolbox.settings import load_settings
 
 LLAMA_TENSORS_PER_LAYER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
@@ -32,7 +34,7 @@ def cache_settings(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    return model.write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+    return tiny_gen.write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
 
 
 def sha256(path: Path) -> str:
@@ -53,8 +55,8 @@ def fake_gguf(path: Path, payload: bytes = b"") -> Path:
 
 
 def test_tiny_model_is_deterministic(tmp_path, tiny):
-    again = model.write_tiny_llama(tmp_path / "again.gguf")
-    other_seed = model.write_tiny_llama(tmp_path / "seed1.gguf", seed=1)
+    again = tiny_gen.write_tiny_llama(tmp_path / "again.gguf")
+    other_seed = tiny_gen.write_tiny_llama(tmp_path / "seed1.gguf", seed=1)
     assert again.read_bytes() == tiny.read_bytes()
     assert sha256(again) == sha256(tiny)
     assert sha256(other_seed) != sha256(tiny)
@@ -64,7 +66,7 @@ def test_tiny_model_is_deterministic(tmp_path, tiny):
 
 def test_tiny_model_bytes_are_pinned(tiny):
     """Same bytes on every machine and numpy / gguf version; if this changes on purpose, bump GENERATOR_VERSION."""
-    assert sha256(tiny) == model.DEFAULT_MODEL_SHA256
+    assert sha256(tiny) == tiny_gen.DEFAULT_MODEL_SHA256
 
 
 def test_tiny_model_metadata_is_what_llama_needs(tiny):
@@ -78,7 +80,7 @@ def test_tiny_model_metadata_is_what_llama_needs(tiny):
     assert head_dim % 32 == 0 and head_dim in (64, 128)  # q8_0 / q4_0 KV cache blocks are 32 wide
     assert field(r, "llama.rope.dimension_count") == head_dim  # llama.cpp rejects n_rot != head dim for llama
     assert field(r, "llama.context_length") >= 8192
-    assert field(r, "llama.context_length") == model.DEFAULT_CONTEXT_LENGTH
+    assert field(r, "llama.context_length") == tiny_gen.DEFAULT_CONTEXT_LENGTH
     assert 0 < field(r, "llama.attention.layer_norm_rms_epsilon") < 1e-3
     for key in ("llama.block_count", "llama.feed_forward_length", "llama.rope.freq_base"):
         assert field(r, key) > 0
@@ -110,11 +112,22 @@ def test_tiny_model_has_every_llama_tensor_with_the_right_shape(tiny):
     n_kv = field(r, "llama.attention.head_count_kv") * (n_embd // field(r, "llama.attention.head_count"))
     t = {x.name: x for x in r.tensors}
     expected = {  # ggml order {ne0, ne1}, as in llama_model_llama::load_arch_tensors
-        "token_embd.weight": [n_embd, n_vocab], "output_norm.weight": [n_embd], "output.weight": [n_embd, n_vocab],
+        "token_embd.weight": [n_embd, n_vocab],
+        "output_norm.weight": [n_embd],
+        "output.weight": [n_embd, n_vocab],
     }
     for i in range(n_layer):
-        shapes = ([n_embd], [n_embd, n_embd], [n_embd, n_kv], [n_embd, n_kv], [n_embd, n_embd], [n_embd],
-                  [n_embd, n_ff], [n_embd, n_ff], [n_ff, n_embd])
+        shapes = (
+            [n_embd],
+            [n_embd, n_embd],
+            [n_embd, n_kv],
+            [n_embd, n_kv],
+            [n_embd, n_embd],
+            [n_embd],
+            [n_embd, n_ff],
+            [n_embd, n_ff],
+            [n_ff, n_embd],
+        )
         expected.update({f"blk.{i}.{name}.weight": s for name, s in zip(LLAMA_TENSORS_PER_LAYER, shapes)})
     assert set(t) == set(expected)
     for name, shape in expected.items():
@@ -125,8 +138,8 @@ def test_tiny_model_has_every_llama_tensor_with_the_right_shape(tiny):
 
 
 def test_tiny_model_logits_are_finite_and_informative(tiny):
-    logits = model.reference_logits(tiny, [1, 400, 900, 1500, 2000, 7, 300, 1234])
-    assert logits.shape == (8, model.DEFAULT_N_VOCAB)
+    logits = helpers.reference_logits(tiny, [1, 400, 900, 1500, 2000, 7, 300, 1234])
+    assert logits.shape == (8, tiny_gen.DEFAULT_N_VOCAB)
     assert np.isfinite(logits).all()
     spread = logits.std(axis=-1)
     assert (spread > 0.2).all() and (spread < 20).all()  # not flat, not saturating a softmax
@@ -136,9 +149,9 @@ def test_tiny_model_logits_are_finite_and_informative(tiny):
 
 def test_shape_validation_rejects_head_dims_that_break_quantized_kv(tmp_path):
     with pytest.raises(ValueError, match="multiple of 32"):
-        model.write_tiny_llama(tmp_path / "bad.gguf", n_embd=240, n_head=4)  # head dim 60
+        tiny_gen.write_tiny_llama(tmp_path / "bad.gguf", n_embd=240, n_head=4)  # head dim 60
     with pytest.raises(ValueError, match="n_head_kv"):
-        model.write_tiny_llama(tmp_path / "bad.gguf", n_head=4, n_head_kv=3)
+        tiny_gen.write_tiny_llama(tmp_path / "bad.gguf", n_head=4, n_head_kv=3)
     assert not list(tmp_path.iterdir())
 
 
@@ -147,7 +160,7 @@ def test_shape_validation_rejects_head_dims_that_break_quantized_kv(tmp_path):
 
 
 def test_synthetic_shape_for_one_gigabyte():
-    shape = model.synthetic_shape(1 << 30)
+    shape = tiny_gen.synthetic_shape(1 << 30)
     assert abs(shape.nbytes() - (1 << 30)) < 0.1 * (1 << 30)
     assert shape.n_layer >= 8 and shape.head_dim % 32 == 0 and shape.n_embd > 256
 
@@ -156,7 +169,7 @@ def test_synthetic_model_is_streamed_and_about_the_target_size(tmp_path):
     target = 200 << 20
     tracemalloc.start()
     try:
-        path = model.write_synthetic_model(tmp_path / "synth.gguf", target)
+        path = tiny_gen.write_synthetic_model(tmp_path / "synth.gguf", target)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -167,7 +180,7 @@ def test_synthetic_model_is_streamed_and_about_the_target_size(tmp_path):
     n_layer = field(r, "llama.block_count")
     assert len(r.tensors) == 3 + 9 * n_layer
     assert (field(r, "llama.embedding_length") // field(r, "llama.attention.head_count")) % 32 == 0
-    assert sha256(model.write_synthetic_model(tmp_path / "again.gguf", target)) == sha256(path)
+    assert sha256(tiny_gen.write_synthetic_model(tmp_path / "again.gguf", target)) == sha256(path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,7 +189,7 @@ def test_synthetic_model_is_streamed_and_about_the_target_size(tmp_path):
 
 def test_ensure_default_model_writes_once_into_the_cache(cache_settings, tiny):
     path = model.ensure_default_model(cache_settings)
-    assert path == cache_settings.cache_dir / "models" / model.DEFAULT_MODEL_NAME
+    assert path == cache_settings.cache_dir / "models" / tiny_gen.DEFAULT_MODEL_NAME
     assert sha256(path) == sha256(tiny)  # the default is write_tiny_llama's defaults
     mtime = path.stat().st_mtime_ns
     assert model.ensure_default_model(cache_settings) == path
@@ -193,13 +206,15 @@ def test_ensure_default_model_writes_once_into_the_cache(cache_settings, tiny):
 @pytest.fixture
 def hash_counter(monkeypatch):
     calls: list[Path] = []
-    real = model._sha256_file
+    from toolbox.model import files as model_files
+
+    real = model_files.sha256_file
 
     def counting(path):
         calls.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(model, "_sha256_file", counting)
+    monkeypatch.setattr(model_files, "sha256_file", counting)
     return calls
 
 
@@ -248,7 +263,7 @@ def test_model_identity_of_a_split_model_covers_all_parts(tmp_path, cache_settin
 def test_resolve_models_without_paths_gives_the_embedded_default(cache_settings):
     for empty in (None, []):
         got = model.resolve_models(empty, cache_settings)
-        assert got == [(cache_settings.cache_dir / "models" / model.DEFAULT_MODEL_NAME).resolve()]
+        assert got == [(cache_settings.cache_dir / "models" / tiny_gen.DEFAULT_MODEL_NAME).resolve()]
         assert got[0].read_bytes()[:4] == b"GGUF"
 
 
@@ -277,8 +292,13 @@ def test_resolve_models_rejects_missing_paths_and_directories_without_gguf(tmp_p
 def test_resolve_models_expands_a_directory_with_split_files(tmp_path, cache_settings):
     d = tmp_path / "models"
     d.mkdir()
-    for name in ("b.gguf", "a.gguf", "llama-70b-00001-of-00003.gguf", "llama-70b-00002-of-00003.gguf",
-                 "llama-70b-00003-of-00003.gguf"):
+    for name in (
+        "b.gguf",
+        "a.gguf",
+        "llama-70b-00001-of-00003.gguf",
+        "llama-70b-00002-of-00003.gguf",
+        "llama-70b-00003-of-00003.gguf",
+    ):
         fake_gguf(d / name)
     (d / "notes.txt").write_text("not a model")
     (d / "sub").mkdir()
@@ -324,15 +344,30 @@ def _docker(*args, timeout=600) -> str:
 @pytest.mark.container
 def test_llama_bench_runs_the_tiny_model_with_quantized_kv_at_depth(cpu_image, tiny):
     def bench(*args):
-        out = _docker("run", "--rm", "-v", f"{tiny.parent}:/models:ro", cpu_image, "llama-bench", "-m", f"/models/{tiny.name}",
-                      "-r", "1", "-fa", "1", "-o", "jsonl", *args)
+        out = _docker(
+            "run",
+            "--rm",
+            "-v",
+            f"{tiny.parent}:/models:ro",
+            cpu_image,
+            "llama-bench",
+            "-m",
+            f"/models/{tiny.name}",
+            "-r",
+            "1",
+            "-fa",
+            "1",
+            "-o",
+            "jsonl",
+            *args,
+        )
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
     rows = bench("-p", "16", "-n", "8", "-ctk", "q8_0,q4_0", "-ctv", "q8_0")
     assert len(rows) == 2 * 2  # type_k x (pp, tg)
     assert {(r["type_k"], r["type_v"]) for r in rows} == {("q8_0", "q8_0"), ("q4_0", "q8_0")}
     assert all(r["avg_ts"] > 0 for r in rows)
-    assert rows[0]["model_size"] == model.LlamaShape().nbytes()  # llama.cpp sees every tensor byte
+    assert rows[0]["model_size"] == tiny_gen.LlamaShape().nbytes()  # llama.cpp sees every tensor byte
     assert rows[0]["model_type"].startswith("llama")
     deep = bench("-p", "0", "-n", "4", "-d", "4096", "-ctk", "q4_0", "-ctv", "q4_0")  # the deepest depth preset fits
     assert [(r["n_depth"], r["n_gen"], r["type_v"]) for r in deep] == [(4096, 4, "q4_0")]
@@ -346,20 +381,59 @@ def test_llama_perplexity_tokenizes_text_and_evaluates(cpu_image, tiny, tmp_path
     shutil.copy(tiny, d / tiny.name)
     words = "the quick brown fox jumps over a lazy dog while Strix Halo runs llama.cpp\n".split(" ")
     (d / "text.txt").write_text(" ".join(words[i * 7 % len(words)] for i in range(3000)))
-    p = subprocess.run(["docker", "run", "--rm", "-v", f"{d}:/models:ro", cpu_image, "llama-perplexity", "-m", f"/models/{tiny.name}",
-                        "-f", "/models/text.txt", "-c", "128", "--chunks", "2"], capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-v",
+            f"{d}:/models:ro",
+            cpu_image,
+            "llama-perplexity",
+            "-m",
+            f"/models/{tiny.name}",
+            "-f",
+            "/models/text.txt",
+            "-c",
+            "128",
+            "--chunks",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-800:]
     m = re.search(r"Final estimate: PPL = ([0-9.]+)", p.stdout + p.stderr)
     assert m, (p.stdout + p.stderr)[-800:]
     # random weights: near-uniform over the vocabulary (logits have std ~1, so a bit above n_vocab)
-    assert model.DEFAULT_N_VOCAB / 4 < float(m[1]) < model.DEFAULT_N_VOCAB * 4
+    assert tiny_gen.DEFAULT_N_VOCAB / 4 < float(m[1]) < tiny_gen.DEFAULT_N_VOCAB * 4
 
 
 @pytest.mark.container
 def test_llama_cpp_logits_match_the_numpy_reference(cpu_image, tiny):
     prompt = [1, 400, 900, 1500, 2000, 7, 300, 1234, 55, 1800]
-    cid = _docker("run", "-d", "--rm", "-p", "127.0.0.1::8080", "-v", f"{tiny.parent}:/models:ro", cpu_image, "llama-server",
-                  "-m", f"/models/{tiny.name}", "--host", "0.0.0.0", "--port", "8080", "-c", "256", "-np", "1").strip()
+    cid = _docker(
+        "run",
+        "-d",
+        "--rm",
+        "-p",
+        "127.0.0.1::8080",
+        "-v",
+        f"{tiny.parent}:/models:ro",
+        cpu_image,
+        "llama-server",
+        "-m",
+        f"/models/{tiny.name}",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "-c",
+        "256",
+        "-np",
+        "1",
+    ).strip()
     try:
         port = _docker("port", cid, "8080/tcp").splitlines()[0].rsplit(":", 1)[1]
         url = f"http://127.0.0.1:{port}"
@@ -374,7 +448,7 @@ def test_llama_cpp_logits_match_the_numpy_reference(cpu_image, tiny):
     finally:
         subprocess.run(["docker", "kill", cid], capture_output=True, timeout=60)
     got = reply["completion_probabilities"][0]
-    want = model.log_softmax(model.reference_logits(tiny, prompt)[-1])
+    want = helpers.log_softmax(helpers.reference_logits(tiny, prompt)[-1])
     assert got["id"] == int(want.argmax())
     for top in got["top_logprobs"]:
         assert abs(top["logprob"] - want[top["id"]]) < 0.02, top

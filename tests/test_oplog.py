@@ -1,22 +1,19 @@
 """The optimization log: dated entries appended with what changed, key figures, ratios and run ids."""
 
-import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from helpers import KV, NEW_KV
 
-from toolbox import compare as cmp
-from toolbox import oplog
+from toolbox.analysis import compare as cmp
 from toolbox.errors import ToolboxError
-from conftest import KV, NEW_KV
-
-
+from toolbox.report import oplog
 
 
 def test_entry_contents(results):
     cr = cmp.compare(results, KV, NEW_KV)
-    text = oplog.entry(cr, "pin update to b11400", "rebuilt both images", when=datetime(2026, 11, 26, tzinfo=timezone.utc))
+    text = oplog.entry(cr, "pin update to b11400", "rebuilt both images", when=datetime(2026, 11, 26, tzinfo=UTC))
     assert text.startswith("## 2026-11-26 — pin update to b11400\n")
     assert f"before: `{KV}`, after: `{NEW_KV}`" in text and "note: rebuilt both images" in text
     assert "llama.cpp: 0c1e5709 (b11312) → 9f3d2a71 (b11400)" in text

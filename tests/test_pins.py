@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from toolbox.build.pins import apt_spec, build_args, load_pins
+from toolbox.build.source import tree_hash
 from toolbox.errors import ToolboxError
-from toolbox.pins import apt_spec, build_args, load_pins
-from toolbox.source import tree_hash
 
 REPO = Path(__file__).resolve().parent.parent
 CONTAINERS = REPO / "containers"
@@ -50,7 +50,13 @@ def test_dockerfiles_use_every_build_arg_they_are_given(dockerfile):
 def test_labels_carry_the_pins():
     for dockerfile in dockerfiles():
         text = dockerfile.read_text()
-        for label in ("org.strix-toolbox.llama-commit", "org.strix-toolbox.llama-build-number", "org.strix-toolbox.cmake-flags", "org.strix-toolbox.backend", "org.opencontainers.image.revision"):
+        for label in (
+            "org.strix-toolbox.llama-commit",
+            "org.strix-toolbox.llama-build-number",
+            "org.strix-toolbox.cmake-flags",
+            "org.strix-toolbox.backend",
+            "org.opencontainers.image.revision",
+        ):
             assert label in text, f"{dockerfile} lacks label {label}"
 
 
@@ -78,10 +84,20 @@ def test_build_args_pin_exact_package_versions():
 def test_tree_hash_python_agrees_with_the_shell_script(tmp_path):
     """toolbox/source.py and containers/common/tree-hash.sh must give the same hash (online vs offline path)."""
     tree = tmp_path / "llama.cpp"
-    for rel, content in {"CMakeLists.txt": "x", "ggml/a.c": "1", "ggml/B.c": "2", "src/z/y.cpp": "3", "tools/llama-bench/m.cpp": "4", "tools/server/ignored.cpp": "5", "common/_u.h": "6"}.items():
+    for rel, content in {
+        "CMakeLists.txt": "x",
+        "ggml/a.c": "1",
+        "ggml/B.c": "2",
+        "src/z/y.cpp": "3",
+        "tools/llama-bench/m.cpp": "4",
+        "tools/server/ignored.cpp": "5",
+        "common/_u.h": "6",
+    }.items():
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text(content)
-    shell = subprocess.run(["sh", str(CONTAINERS / "common" / "tree-hash.sh"), str(tree)], capture_output=True, text=True, check=True).stdout.strip()
+    shell = subprocess.run(
+        ["sh", str(CONTAINERS / "common" / "tree-hash.sh"), str(tree)], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert shell == tree_hash(tree)
     (tree / "tools/server/ignored.cpp").write_text("changed")
     assert tree_hash(tree) == shell, "files outside the hashed set must not change the hash"
@@ -92,7 +108,7 @@ def test_tree_hash_python_agrees_with_the_shell_script(tmp_path):
 def test_compose_agrees_with_pins():
     compose = (REPO / "compose.yaml").read_text()
     assert PINS.llama_cpp.commit in compose
-    assert f"LLAMA_BUILD_NUMBER: \"{PINS.llama_cpp.build_number}\"" in compose
+    assert f'LLAMA_BUILD_NUMBER: "{PINS.llama_cpp.build_number}"' in compose
     assert PINS.llama_cpp.tree_sha256 in compose
     for name in ("rocm", "vulkan", "cpu"):
         b = PINS.backends[name]

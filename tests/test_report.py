@@ -5,18 +5,13 @@ by tests/data/runs/generate.py): a kv run and a depth run on the cpu and vulkan 
 a pin-update kv run, an old imported markdown log and a run of failures only.
 """
 
-import shutil
-from pathlib import Path
-
 import pytest
+from helpers import DEPTH, FAILED, IMPORTED, KV, NEW_KV
 
-from toolbox import report as rp
-from toolbox import roofline as rf
+from toolbox.analysis import roofline as rf
 from toolbox.errors import ToolboxError
-from conftest import DEPTH, FAILED, IMPORTED, KV, NEW_KV
-
-
-
+from toolbox.report import render as rp
+from toolbox.report import tables
 
 # --- roofline, checked by hand -----------------------------------------------------------------
 
@@ -43,8 +38,13 @@ def test_pp_tflops_by_hand():
 
 
 def test_moe_counts_active_experts_only():
-    row = {"model_type": "qwen3moe 30B.A3B Q4_K - Medium", "model_size": 17_280_000_000, "model_n_params": 30_500_000_000,
-           "n_prompt": 0, "n_gen": 128}
+    row = {
+        "model_type": "qwen3moe 30B.A3B Q4_K - Medium",
+        "model_size": 17_280_000_000,
+        "model_n_params": 30_500_000_000,
+        "n_prompt": 0,
+        "n_gen": 128,
+    }
     est = rf.roofline(row, 70.0, peak_bandwidth_gbs=256.0, peak_tflops=59.4)
     assert est.estimated and est.value == pytest.approx(17.28e9 * 3 / 30 * 70 / 1e9)
     exact = rf.roofline(row, 70.0, peak_bandwidth_gbs=256.0, peak_tflops=59.4, hint={"active_params": 3.3e9})
@@ -112,7 +112,7 @@ def test_imported_log_without_most_fields_does_not_crash(results):
     md = (results.results_dir / IMPORTED / "report.md").read_text()
     assert "old-vulkan.md" in md and "880.4" in md
     r = rep.collected.results[0]
-    assert r.summary.n is None and "no samples" in rp.flags(r)
+    assert r.summary.n is None and "no samples" in tables.flags(r)
 
 
 def test_run_with_only_failures_says_so(results):

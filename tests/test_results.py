@@ -7,14 +7,16 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from toolbox import results as R
 from toolbox.errors import ToolboxError
-from toolbox.llama_bench import parse, parse_jsonl_line
+from toolbox.parse import parse, parse_jsonl_line
+from toolbox.store import importer
+from toolbox.store import rows as row_store
+from toolbox.store import runs as run_store
 
 DATA = Path(__file__).parent / "data" / "llama-bench"
 REPO = Path(__file__).resolve().parent.parent
@@ -22,14 +24,14 @@ JSONL = (DATA / "lhl-llama32-1b-default-hip.jsonl").read_text(encoding="utf-8").
 
 
 def writer(tmp_path, **meta):
-    return R.RunWriter.create(tmp_path / "results", {"argv": ["test"], **meta})
+    return run_store.RunWriter.create(tmp_path / "results", {"argv": ["test"], **meta})
 
 
 def test_run_ids_sort_by_time_and_do_not_collide():
-    t = datetime(2026, 11, 26, 9, 15, 2, tzinfo=timezone.utc)
-    ids = {R.new_run_id(t) for _ in range(200)}
-    assert len(ids) == 200 and all(i.startswith("20261126T091502Z-") and R.RUN_ID_RE.match(i) for i in ids)
-    assert R.new_run_id(datetime(2026, 11, 26, 9, 15, 3, tzinfo=timezone.utc)) > max(ids)
+    t = datetime(2026, 11, 26, 9, 15, 2, tzinfo=UTC)
+    ids = {run_store.new_run_id(t) for _ in range(200)}
+    assert len(ids) == 200 and all(i.startswith("20261126T091502Z-") and run_store.RUN_ID_RE.match(i) for i in ids)
+    assert run_store.new_run_id(datetime(2026, 11, 26, 9, 15, 3, tzinfo=UTC)) > max(ids)
 
 
 def test_create_writes_run_json_and_never_reuses_a_directory(tmp_path):
@@ -43,44 +45,44 @@ def test_create_writes_run_json_and_never_reuses_a_directory(tmp_path):
 
 def test_append_read_update_finish(tmp_path):
     w = writer(tmp_path)
-    stored = w.append(R.make_row(parse_jsonl_line(JSONL[0]), case_id="c1", backend="rocm"))
+    stored = w.append(row_store.make_row(parse_jsonl_line(JSONL[0]), case_id="c1", backend="rocm"))
     w.update(images={"rocm": {"id": "sha256:abc"}})
     w.finish("complete")
-    meta, rows = R.load_run(tmp_path / "results", w.run_id)
+    meta, rows = run_store.load_run(tmp_path / "results", w.run_id)
     assert rows == [stored] and rows[0]["run_id"] == w.run_id and rows[0]["schema_version"] == 1
     assert meta["status"] == "complete" and meta["ended_at"] and meta["images"]["rocm"]["id"] == "sha256:abc"
     with pytest.raises(ValueError):
         w.finish("done")
-    again = R.RunWriter.open(tmp_path / "results", w.run_id)  # --resume appends to the same run
-    again.append(R.make_row(parse_jsonl_line(JSONL[1])))
-    assert len(R.read_rows(w.path)) == 2
+    again = run_store.RunWriter.open(tmp_path / "results", w.run_id)  # --resume appends to the same run
+    again.append(row_store.make_row(parse_jsonl_line(JSONL[1])))
+    assert len(run_store.read_rows(w.path)) == 2
 
 
 def test_make_row_keeps_raw_and_normalizes():
-    row = R.make_row(parse_jsonl_line(JSONL[2]), case_id="x", group_id="g", env={"ROCBLAS_USE_HIPBLASLT": "1"})
+    row = row_store.make_row(parse_jsonl_line(JSONL[2]), case_id="x", group_id="g", env={"ROCBLAS_USE_HIPBLASLT": "1"})
     assert row["raw"] == json.loads(JSONL[2])
     assert row["flash_attn"] == 1 and row["use_mmap"] == 0 and row["n_depth"] == 1024 and row["status"] == "ok"
     assert row["test"] == "pp512@d1024" and row["n_samples"] == 1 and row["median_ts"] == 4076.03
     assert row["load_mode"] is None and row["env"] == {"ROCBLAS_USE_HIPBLASLT": "1"}
-    failed = R.make_row({"n_prompt": 512, "n_gen": 0, "type_k": "q8_0", "flash_attn": "off"}, status="failed", error="exit 1")
+    failed = row_store.make_row({"n_prompt": 512, "n_gen": 0, "type_k": "q8_0", "flash_attn": "off"}, status="failed", error="exit 1")
     assert failed["flash_attn"] == 0 and failed["avg_ts"] is None and failed["test"] == "pp512"
     with pytest.raises(ValueError):
-        R.make_row({}, status="great")
+        row_store.make_row({}, status="great")
     with pytest.raises(TypeError):
-        R.make_row({}, colour="blue")
+        row_store.make_row({}, colour="blue")
 
 
 def test_half_written_last_line_is_skipped_and_later_appends_still_work(tmp_path):
     w = writer(tmp_path)
-    w.append(R.make_row(parse_jsonl_line(JSONL[0])))
-    full = json.dumps(R.make_row(parse_jsonl_line(JSONL[1])))
+    w.append(row_store.make_row(parse_jsonl_line(JSONL[0])))
+    full = json.dumps(row_store.make_row(parse_jsonl_line(JSONL[1])))
     with open(w.path / "rows.jsonl", "ab") as f:  # the power went off mid-write
         f.write(full[: len(full) // 2].encode())
-    with pytest.warns(R.ResultsWarning, match="half-written last line"):
-        assert len(R.read_rows(w.path)) == 1
-    w.append(R.make_row(parse_jsonl_line(JSONL[3])))
-    with pytest.warns(R.ResultsWarning, match="line 2"):
-        rows = R.read_rows(w.path)
+    with pytest.warns(run_store.ResultsWarning, match="half-written last line"):
+        assert len(run_store.read_rows(w.path)) == 1
+    w.append(row_store.make_row(parse_jsonl_line(JSONL[3])))
+    with pytest.warns(run_store.ResultsWarning, match="line 2"):
+        rows = run_store.read_rows(w.path)
     assert [r["n_depth"] for r in rows] == [0, 1024]
 
 
@@ -88,47 +90,47 @@ def test_schema_versions(tmp_path):
     w = writer(tmp_path)
     with open(w.path / "rows.jsonl", "a") as f:
         f.write(json.dumps({"n_prompt": 512, "avg_ts": 1.0}) + "\n")  # version 0: no schema_version, no raw
-    row = R.read_rows(w.path)[0]
+    row = run_store.read_rows(w.path)[0]
     assert row["schema_version"] == 1 and row["raw"] == {"n_prompt": 512, "avg_ts": 1.0} and row["status"] == "ok"
     with open(w.path / "rows.jsonl", "a") as f:
         f.write(json.dumps({"schema_version": 99}) + "\n")
     with pytest.raises(ToolboxError, match="update the toolbox"):
-        R.read_rows(w.path)
+        run_store.read_rows(w.path)
 
 
 def test_unknown_run_id_names_the_closest(tmp_path):
     w = writer(tmp_path)
     with pytest.raises(ToolboxError) as exc:
-        R.load_run(tmp_path / "results", w.run_id[:-1] + "z")
+        run_store.load_run(tmp_path / "results", w.run_id[:-1] + "z")
     assert w.run_id in str(exc.value)
     with pytest.raises(ToolboxError, match="no runs"):
-        R.latest_run_id(tmp_path / "empty")
+        run_store.latest_run_id(tmp_path / "empty")
 
 
 def test_a_corrupt_run_does_not_stop_the_others(tmp_path):
     runs = []
     for line in JSONL[:3]:
         w = writer(tmp_path)
-        w.append(R.make_row(parse_jsonl_line(line)))
+        w.append(row_store.make_row(parse_jsonl_line(line)))
         w.finish("complete")
         runs.append(w)
     (runs[1].path / "run.json").write_bytes(b'{"schema_version": 1, "run_id": "trunc')
-    with pytest.warns(R.ResultsWarning, match="run.json is corrupt"):
-        df = R.load_rows(tmp_path / "results")
+    with pytest.warns(run_store.ResultsWarning, match="run.json is corrupt"):
+        df = run_store.load_rows(tmp_path / "results")
     assert sorted(df["run_id"]) == sorted([runs[0].run_id, runs[2].run_id]) and len(df) == 2
-    listed = {r["run_id"]: r for r in R.list_runs(tmp_path / "results")}
+    listed = {r["run_id"]: r for r in run_store.list_runs(tmp_path / "results")}
     assert listed[runs[1].run_id]["status"] == "corrupt" and "run.json is corrupt" in listed[runs[1].run_id]["error"]
     assert listed[runs[0].run_id]["rows_ok"] == 1 and listed[runs[0].run_id]["backends"] == ["ROCm"]
-    assert R.latest_run_id(tmp_path / "results") == max(r.run_id for r in runs)
+    assert run_store.latest_run_id(tmp_path / "results") == max(r.run_id for r in runs)
     with pytest.raises(ToolboxError, match="corrupt"):
-        R.load_run(tmp_path / "results", runs[1].run_id)
+        run_store.load_run(tmp_path / "results", runs[1].run_id)
 
 
 def test_import_a_folder_of_mixed_logs_gives_one_run_with_every_row(tmp_path):
     expected = sum(len(parse(p.read_bytes().decode("utf-8", "replace"))) for p in DATA.iterdir() if p.is_file())
     (tmp_path / "junk.bin").write_bytes(os.urandom(5000))
-    run_id = R.import_files([DATA, tmp_path / "junk.bin"], tmp_path / "results", argv=["invoke", "import"])
-    meta, rows = R.load_run(tmp_path / "results", run_id)
+    run_id = importer.import_files([DATA, tmp_path / "junk.bin"], tmp_path / "results", argv=["invoke", "import"])
+    meta, rows = run_store.load_run(tmp_path / "results", run_id)
     assert len(rows) == expected > 60 and meta["kind"] == "imported" and meta["status"] == "complete"
     by_path = {Path(s["path"]).name: s for s in meta["sources"]}
     src = by_path["llamacpp-readme-2023-09.sql"]
@@ -143,9 +145,9 @@ def test_import_a_folder_of_mixed_logs_gives_one_run_with_every_row(tmp_path):
 def test_import_of_nothing_useful_is_a_clear_error(tmp_path):
     (tmp_path / "empty.log").write_text("")
     with pytest.raises(ToolboxError, match="no llama-bench results"):
-        R.import_files([tmp_path / "empty.log", DATA / "kyuz0-kimi-dev-72b-rocm7rc-hblt0-failed.log"], tmp_path / "results")
+        importer.import_files([tmp_path / "empty.log", DATA / "kyuz0-kimi-dev-72b-rocm7rc-hblt0-failed.log"], tmp_path / "results")
     with pytest.raises(ToolboxError, match="does not exist"):
-        R.import_files([tmp_path / "nope"], tmp_path / "results")
+        importer.import_files([tmp_path / "nope"], tmp_path / "results")
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 

@@ -8,8 +8,9 @@ import os
 
 import pytest
 
+from toolbox.engine.devices import device_setup
+from toolbox.engine.devices import row_device_ok as device_ok
 from toolbox.errors import ToolboxError
-from toolbox.runner import device_ok, device_setup
 
 # gpu_info strings as llama-bench reports them on Strix Halo (recorded: kyuz0, lhl, llama.cpp#20142)
 STRIX_HALO_GPU_INFO = [

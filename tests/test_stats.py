@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy import stats as sps
 
-from toolbox import stats
+from toolbox.analysis import stats
 
 
 def test_summary_median_and_spread_computed_from_samples():
@@ -75,8 +75,8 @@ def test_mann_whitney_on_request():
 
 
 def test_ratio_uncertainty_by_hand():
-    base = stats.summarize([100.0, 104.0, 96.0])   # mean 100, sd 4, sem 4/sqrt(3)
-    new = stats.summarize([110.0, 112.0, 108.0])   # mean 110, sd 2, sem 2/sqrt(3)
+    base = stats.summarize([100.0, 104.0, 96.0])  # mean 100, sd 4, sem 4/sqrt(3)
+    new = stats.summarize([110.0, 112.0, 108.0])  # mean 110, sd 2, sem 2/sqrt(3)
     r, err = stats.ratio_with_uncertainty(base, new)
     assert r == pytest.approx(1.1)
     expected = 1.1 * math.sqrt((4 / math.sqrt(3) / 100) ** 2 + (2 / math.sqrt(3) / 110) ** 2)

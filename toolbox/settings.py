@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     host_root: Path = Field(Path("/"), description="root for host reads (sysfs, procfs): tests point it at a recorded tree")
     group_timeout_s: float = Field(3600.0, description="timeout for one container (one group of cases)")
     peak_bandwidth_gbs: float = Field(256.0, description="memory bandwidth peak, GB/s (Strix Halo theoretical: 256)")
-    peak_tflops: float = Field(59.4, description="GPU FP16 peak, TFLOP/s (Radeon 8060S: 40 CU x 2.9 GHz x 512 FP16 FLOP/clock/CU with WMMA; docs/hardware.md)")
+    peak_tflops: float = Field(
+        59.4,
+        description="GPU FP16 peak, TFLOP/s (Radeon 8060S: 40 CU x 2.9 GHz x 512 FP16 FLOP/clock/CU with WMMA; docs/hardware.md)",
+    )
     unstable_spread: float = Field(0.05, description="relative spread above which a result is flagged unstable")
 
     @field_validator("results_dir", "cache_dir", "pins_file", "containers_dir", "host_root")
@@ -38,7 +41,9 @@ class Settings(BaseSettings):
         return Path(v).expanduser()
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Content hash of the llama.cpp source files that the benchmark binaries are built from.
-# toolbox/source.py computes the same value in Python; a test proves they agree.
+# toolbox/build/source.py computes the same value in Python; a test proves they agree.
 # usage: tree-hash.sh <llama.cpp dir>   -> prints one sha256 hex digest
 set -eu
 cd "$1"

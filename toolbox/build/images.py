@@ -1,0 +1,396 @@
+"""Images: build the pinned llama.cpp images with BuildKit, verify them, label them, list them.
+
+Tags are derived from a hash of everything that goes into an image (pins, Dockerfile, build scripts,
+source tree hash, base image), so an unchanged image is never rebuilt. An image gets its final tag
+only after it passed the smoke check and got the labels of what is really installed in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from toolbox.engine.client import docker_client, image_or_none
+from toolbox.engine.container import ContainerSpec, run_to_end
+from toolbox.errors import ToolboxError
+from toolbox.build.pins import LABEL_PREFIX, Pins, build_args, load_pins
+from toolbox.settings import Settings
+
+IMAGE_REPO = "strix-toolbox/llama-{backend}"
+BASE_REPO = "strix-toolbox/base"
+# Bump when what the build does outside the Dockerfiles changes (the label step): it is part of the inputs.
+IMAGE_FORMAT = 2
+
+# What a build log says -> what the user should do. First match wins.
+BUILD_FAILURES = (
+    ("no space left on device", "the disk filled up during the build", "free space (docker system prune, df -h) and build again"),
+    ("was not found", "a pinned package version is gone from the archive", "update the version in containers/pins.toml (apt-cache policy <package> in the base image)"),
+    ("Unable to locate package", "a pinned package is not in the archive", "fix the package name in containers/pins.toml"),
+    ("CMake did not use some of the pinned flags", "CMake ignores a pinned flag", "remove or fix it in cmake_flags in containers/pins.toml"),
+    ("does not match tree_sha256", "the fetched llama.cpp tree does not match the pin", "fix commit / tree_sha256 in containers/pins.toml"),
+    ("failed to resolve source metadata", "the base image can't be pulled (no registry reachable?)", "build offline: add --offline"),
+    ("pull access denied", "the base image can't be pulled", "build offline: add --offline, or docker login"),
+    ("dial tcp", "the network is not reachable from the build", "build offline: add --offline"),
+    ("Could not resolve", "the network is not reachable from the build", "build offline: add --offline"),
+)
+
+
+@dataclass
+class BuildResult:
+    backend: str
+    tag: str
+    up_to_date: bool
+    seconds: float
+    labels: dict = field(default_factory=dict)
+    size_bytes: int = 0
+    log: Path | None = None
+    check_report: Path | None = None  # build --check: the configure + compile output, also when BuildKit cached it
+
+
+def _hash_files(h, paths: list[Path]) -> None:
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+
+
+def inputs_hash(settings: Settings, pins: Pins, backend: str, base_identity: str) -> str:
+    """Everything an image is built from, hashed: a change anywhere gives a new tag."""
+    b = pins.backend(backend)
+    h = hashlib.sha256()
+    h.update(json.dumps({"llama": pins.llama_cpp.model_dump(), "backend": b.model_dump(), "base": base_identity, "format": IMAGE_FORMAT}, sort_keys=True).encode())
+    containers = settings.containers_dir
+    _hash_files(h, [containers / b.dockerfile, *sorted((containers / "common").iterdir())])
+    return h.hexdigest()
+
+
+def image_tag(pins: Pins, backend: str, digest: str) -> str:
+    return f"{IMAGE_REPO.format(backend=backend)}:b{pins.llama_cpp.build_number}-{digest[:12]}"
+
+
+# --- offline base ------------------------------------------------------------
+
+
+def ensure_offline_base(settings: Settings, pins: Pins, client, echo=print) -> str:
+    """The Debian base bootstrapped from the archive (debootstrap + docker import), made once and reused."""
+    suite = pins.debian.suite
+    tag = f"{BASE_REPO}:debian-{suite}"
+    with _build_lock(settings, tag):
+        if image_or_none(client, tag) is None:
+            _bootstrap_base(settings, pins, tag, echo)
+    return tag
+
+
+def _bootstrap_base(settings: Settings, pins: Pins, tag: str, echo) -> None:
+    suite = pins.debian.suite
+    if shutil.which("debootstrap") is None:
+        raise ToolboxError("debootstrap is not installed (needed for --offline base images)", "run ./setup.sh, or apt-get install debootstrap")
+    if os.geteuid() != 0:
+        raise ToolboxError("debootstrap needs root to create the offline base image", f"run `sudo invoke build <backend> --offline` once; {tag} is reused after that")
+    rootfs = Path(tempfile.mkdtemp(prefix=f"rootfs-{suite}-", dir=_mkdir(settings.cache_dir / "rootfs")))
+    echo(f"bootstrapping {tag} from {pins.debian.mirror} ({suite}, minbase): a few minutes, once")
+    try:
+        _run(["debootstrap", "--variant=minbase", suite, str(rootfs), pins.debian.mirror], "debootstrap", settings)
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        changes = [
+            "ENV LANG=C.UTF-8",
+            'CMD ["bash"]',
+            f'LABEL {LABEL_PREFIX}.base.suite="{suite}" {LABEL_PREFIX}.base.mirror="{pins.debian.mirror}" {LABEL_PREFIX}.base.bootstrapped="{when}"',
+        ]
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        cmd = ["docker", "import", *sum((["--change", c] for c in changes), []), "-", tag]
+        imp = subprocess.run(cmd, stdin=tar.stdout, capture_output=True, text=True)
+        tar.wait()
+        if imp.returncode != 0 or tar.returncode != 0:
+            raise ToolboxError(f"docker import of the bootstrapped base failed: {imp.stderr.strip()[:200]}", "check disk space and the Docker daemon")
+    finally:
+        shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _run(cmd: list[str], what: str, settings: Settings) -> None:
+    log = _mkdir(settings.cache_dir / "logs") / f"{what}.log"
+    with open(log, "w") as out:
+        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+        raise ToolboxError(f"{what} failed ({tail[0][:160]})", f"see {log}")
+
+
+# --- build -------------------------------------------------------------------
+
+
+def build(settings: Settings, backend: str, *, offline: bool | None = None, source: Path | None = None,
+          echo=print, force: bool = False, check: bool = False) -> BuildResult:
+    """Build (or find up to date) the pinned image for one backend.
+
+    check=True builds only the Dockerfile's `check` stage: configure with the pinned flags (failing
+    on unused ones) and compile the backend's check_targets; no image is tagged. This is how CI
+    proves the HIP build for gfx1151 on a machine without an AMD GPU, in minutes instead of an hour.
+    """
+    from toolbox.build import source as src
+
+    pins = load_pins(settings.pins_file)
+    b = pins.backend(backend)
+    offline = settings.offline if offline is None else offline
+    client = docker_client()
+    _require_buildx()
+    t0 = time.monotonic()
+
+    if offline:
+        if not b.offline_capable:
+            alt = [n for n, p in pins.backends.items() if p.offline_capable and n.startswith(backend)]
+            raise ToolboxError(f"backend {backend!r} builds from {b.base_image}, which needs a registry", f"use {alt[0]!r} for an offline build" if alt else "build it online")
+        base = ensure_offline_base(settings, pins, client, echo)
+        base_identity = client.images.get(base).id
+    else:
+        base = b.base_image
+        base_identity = base
+
+    # Source: context (offline: sdist or --source) or fetched by the build itself at the pinned commit.
+    # Verified before anything else, so a wrong --source is an error even when the image is up to date.
+    if source is not None:
+        tree = src.local_source(source, pins, settings.cache_dir)
+    elif offline:
+        tree = src.sdist_source(pins, settings.cache_dir)
+    else:
+        tree = None
+
+    digest = inputs_hash(settings, pins, backend, base_identity)
+    job = _BuildJob(settings, pins, backend, client, image_tag(pins, backend, digest), digest, base, tree, offline, echo, t0)
+    with _build_lock(settings, job.tag):  # a second `invoke build` of the same image waits, then finds it up to date
+        return _build_locked(job, check=check, force=force)
+
+
+@dataclass
+class _BuildJob:
+    """What one image build needs: the pins, the tag derived from its inputs, the base and the source tree."""
+
+    settings: Settings
+    pins: Pins
+    backend: str
+    client: object
+    tag: str
+    digest: str
+    base: str
+    tree: Path | None  # llama.cpp source in the build context, or None: fetched by the build at the pinned commit
+    offline: bool
+    echo: object
+    t0: float
+
+
+def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
+    settings, pins, backend, client, tag, digest, base, tree, offline, echo, t0 = (
+        job.settings, job.pins, job.backend, job.client, job.tag, job.digest, job.base, job.tree, job.offline, job.echo, job.t0)
+    b = pins.backend(backend)
+    existing = image_or_none(client, tag)
+    if existing is not None and not force and not check:
+        return BuildResult(backend, tag, True, time.monotonic() - t0, existing.labels, existing.attrs.get("Size", 0))
+    if check and not b.check_targets:
+        raise ToolboxError(f"backend {backend!r} has no check_targets in containers/pins.toml", "build the full image instead (without --check)")
+    args = build_args(pins, backend, base, "context" if tree is not None else "fetch")
+
+    log = _mkdir(settings.cache_dir / "logs") / f"build-{backend}-{digest[:12]}.log"
+    unverified = f"{tag}-unverified"
+    with tempfile.TemporaryDirectory(prefix="ctx-", dir=_mkdir(settings.cache_dir / "contexts")) as ctx:
+        ctx = Path(ctx)
+        shutil.copytree(settings.containers_dir / "common", ctx / "common")
+        if tree is not None:
+            _link_tree(tree, ctx / "llama.cpp")
+        report_dir = ctx / ".check-report"
+        cmd = ["docker", "buildx", "build", "--progress=plain", "--target", "check-report" if check else "runtime",
+               "-f", str(settings.containers_dir / b.dockerfile)]
+        cmd += ["--output", f"type=local,dest={report_dir}"] if check else ["-t", unverified]
+        for k, v in args.items():
+            cmd += ["--build-arg", f"{k}={v}"]
+        cmd.append(str(ctx))
+        what = f"checking {backend} (configure + {len(b.check_targets)} units)" if check else f"building {tag}"
+        echo(f"{what} ({'offline' if offline else 'online'}, base {base}); log: {log}")
+        with _one_build_at_a_time(settings, echo):
+            rc = _stream(cmd, log, echo)
+        report = log.with_suffix(".check.log")
+        if check and rc == 0:
+            # the check's own output, exported by the check-report stage even when BuildKit cached the step
+            shutil.copyfile(report_dir / "check.log", report)
+    if rc != 0:
+        _untag(client, unverified)
+        raise _build_error(log, backend)
+    if check:
+        return BuildResult(backend, "", False, time.monotonic() - t0, {}, 0, log, report)
+
+    try:
+        labels = _verify_and_label(client, unverified, tag, backend, echo, _base_digest(client, base))
+    finally:
+        _untag(client, unverified)
+    image = client.images.get(tag)
+    return BuildResult(backend, tag, False, time.monotonic() - t0, labels, image.attrs.get("Size", 0), log)
+
+
+@contextlib.contextmanager
+def _one_build_at_a_time(settings: Settings, echo):
+    """A machine-wide lock around the compile: two image builds at once only slow each other down."""
+    path = _mkdir(settings.cache_dir / "locks") / "image-build.lock"
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo("another image build is running on this machine: waiting for it to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _build_lock(settings: Settings, tag: str):
+    path = _mkdir(settings.cache_dir / "locks") / (tag.replace("/", "_").replace(":", "_") + ".lock")
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _require_buildx() -> None:
+    ok = subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0
+    if not ok:
+        raise ToolboxError("docker buildx (BuildKit) is missing", "run ./setup.sh, or install Docker's buildx plugin")
+
+
+def _link_tree(tree: Path, dest: Path) -> None:
+    """Hard-link the source into the build context (fast, no copy); fall back to copying across filesystems."""
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        top = Path(directory) == tree
+        return {n for n in names if n == ".git" or n.endswith(".gguf") or (top and n.startswith("build"))}
+
+    try:
+        shutil.copytree(tree, dest, copy_function=os.link, ignore=ignore)
+    except OSError:
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(tree, dest, ignore=ignore)
+
+
+def _stream(cmd: list[str], log: Path, echo) -> int:
+    """Run a build, teeing its plain progress to the terminal (live) and the log file."""
+    with open(log, "w") as out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            out.write(line)
+            if echo is not None:
+                sys.stdout.write(line)
+        return proc.wait()
+
+
+def _build_error(log: Path, backend: str) -> ToolboxError:
+    text = log.read_text(errors="replace")
+    for needle, what, fix in BUILD_FAILURES:
+        if needle in text:
+            return ToolboxError(f"building the {backend} image failed: {what}", f"{fix}; full log: {log}")
+    return ToolboxError(f"building the {backend} image failed", f"see the log: {log}")
+
+
+def _untag(client, ref: str) -> None:
+    import docker
+
+    try:
+        client.images.remove(ref, noprune=False)
+    except docker.errors.APIError:
+        pass
+
+
+def _base_digest(client, base: str) -> str:
+    """The base image as pulled or bootstrapped: its registry digest when it has one, else its image id."""
+    image = image_or_none(client, base)
+    if image is None:
+        return ""
+    return (image.attrs.get("RepoDigests") or [image.id])[0]
+
+
+def _verify_and_label(client, unverified: str, tag: str, backend: str, echo, base_digest: str = "") -> dict:
+    """Smoke-check the image, read what is really installed, and give it its final tag with labels."""
+    smoke = run_to_end(client, ContainerSpec(unverified, ["llama-bench", "--list-devices"]), timeout_s=300)
+    recorded = run_to_end(client, ContainerSpec(unverified, ["cat", "/opt/llama/versions.json"]), timeout_s=60)
+    if smoke.exit_code != 0 or recorded.exit_code != 0:
+        raise ToolboxError(f"the new {backend} image fails its smoke check (llama-bench --list-devices: {smoke.stderr.strip()[-200:]!r})",
+                           "see the build log; the image was not tagged")
+    try:
+        versions = json.loads(recorded.stdout)
+    except ValueError:
+        raise ToolboxError(f"the new {backend} image has no readable /opt/llama/versions.json", "see the build log; the image was not tagged") from None
+    out = smoke.stdout + smoke.stderr
+    echo(out.strip())
+    labels = {f"{LABEL_PREFIX}.installed.{pkg}": ver for pkg, ver in versions.items()}
+    if "mesa-vulkan-drivers" in versions:
+        labels[f"{LABEL_PREFIX}.mesa-version"] = versions["mesa-vulkan-drivers"]
+    rocm = versions.get("rocm-core") or versions.get("librocblas5") or versions.get("libamdhip64-6")
+    if rocm:
+        labels[f"{LABEL_PREFIX}.rocm-version"] = rocm
+    if base_digest:
+        labels["org.opencontainers.image.base.digest"] = base_digest
+    labels[f"{LABEL_PREFIX}.verified"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dockerfile = f"FROM {unverified}\nLABEL " + " ".join(f'{k}={json.dumps(v)}' for k, v in labels.items()) + "\n"
+    res = subprocess.run(["docker", "buildx", "build", "--progress=quiet", "-t", tag, "-"], input=dockerfile, text=True, capture_output=True)
+    if res.returncode != 0:
+        raise ToolboxError(f"labelling the {backend} image failed: {res.stderr.strip()[:200]}", "check the Docker daemon")
+    return client.images.get(tag).labels
+
+
+# --- finding and listing -----------------------------------------------------
+
+
+def find_image(settings: Settings, backend: str, client=None) -> str | None:
+    """The image built from exactly the current inputs (pins, Dockerfile, scripts; the online base or the
+    local offline base), or None: after a pin changes, an older image is never used silently."""
+    client = client or docker_client()
+    pins = load_pins(settings.pins_file)
+    identities = [pins.backend(backend).base_image]
+    offline_base = image_or_none(client, f"{BASE_REPO}:debian-{pins.debian.suite}")
+    if offline_base is not None:
+        identities.append(offline_base.id)
+    for identity in identities:
+        tag = image_tag(pins, backend, inputs_hash(settings, pins, backend, identity))
+        image = image_or_none(client, tag)
+        if image is not None and image.labels.get(f"{LABEL_PREFIX}.verified"):
+            return tag
+    return None
+
+
+def image_info(client, ref: str) -> dict:
+    """What run.json records about an image: tag, id, repo digests, labels, size."""
+    image = client.images.get(ref)
+    return {"tag": ref, "id": image.id, "repo_digests": image.attrs.get("RepoDigests", []),
+            "labels": image.labels, "size": image.attrs.get("Size"), "created": image.attrs.get("Created")}
+
+
+def list_images(settings: Settings) -> list[dict]:
+    client = docker_client()
+    pins = load_pins(settings.pins_file)
+    current = {find_image(settings, b, client) for b in pins.backends}
+    rows = []
+    for image in client.images.list(filters={"label": f"{LABEL_PREFIX}.backend"}):
+        labels = image.labels
+        for t in image.tags or ["<untagged>"]:
+            rows.append({
+                "tag": t, "backend": labels.get(f"{LABEL_PREFIX}.backend"),
+                "llama_commit": labels.get(f"{LABEL_PREFIX}.llama-commit", "")[:12],
+                "build_number": labels.get(f"{LABEL_PREFIX}.llama-build-number"),
+                "mesa": labels.get(f"{LABEL_PREFIX}.mesa-version"), "rocm": labels.get(f"{LABEL_PREFIX}.rocm-version"),
+                "verified": labels.get(f"{LABEL_PREFIX}.verified"), "size_mb": round(image.attrs.get("Size", 0) / 1e6),
+                "created": image.attrs.get("Created", "")[:19], "current": t in current,
+            })
+    return sorted(rows, key=lambda r: r["created"], reverse=True)

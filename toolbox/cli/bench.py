@@ -1,0 +1,168 @@
+"""Tasks: bench (toolbox.run.bench), check (toolbox.quality.check)."""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import task
+
+from toolbox.cli.common import HELP, console, exit_with, one_line_errors, settings
+
+
+@task(
+    help={
+        "matrix": "preset name (invoke bench --list) or a TOML file; default: default",
+        "backend": HELP["backend"],
+        "model": HELP["model"],
+        "allow_cpu_vulkan": HELP["allow_cpu_vulkan"],
+        "dry_run": "print the plan and the exact llama-bench command lines, run nothing",
+        "resume": "RUN_ID: run only the cases missing from that run",
+        "build": "build missing images first",
+        "list": "list the matrix presets",
+        "repetitions": "override the matrix's repetitions (-r)",
+        "cooldown": "seconds to wait between groups (thermals)",
+        "shuffle": "shuffle the group order (seeded, recorded) to spread thermal drift",
+        "seed": "seed for --shuffle",
+        "check": "after the run, check each configuration's logits against the cpu image's f16 KV (invoke check); "
+        "the verdicts are stored beside the rows",
+    },
+    iterable=["model"],
+    auto_shortflags=False,
+)
+@one_line_errors
+def bench(
+    c,
+    matrix="default",
+    backend="auto",
+    model=None,
+    allow_cpu_vulkan=False,
+    dry_run=False,
+    resume=None,
+    build=False,
+    list=False,
+    repetitions=None,
+    cooldown=None,
+    shuffle=False,
+    seed=None,
+    check=False,
+):
+    """Run a llama-bench matrix in the pinned containers; results go to results/<run_id>/."""
+    out = console()
+    if list:
+        from toolbox.run.matrix import preset_descriptions
+
+        for name, desc in preset_descriptions().items():
+            out.print(f"[bold]{name:10}[/bold] {desc}")
+        return
+    from toolbox.quality import gate
+    from toolbox.run import bench as run_bench
+
+    s = settings()
+    r = run_bench.bench(
+        s,
+        matrix=matrix,
+        backend=backend,
+        models=model,
+        allow_cpu_vulkan=allow_cpu_vulkan,
+        dry_run=dry_run,
+        resume=resume,
+        build_missing=build,
+        repetitions=int(repetitions) if repetitions else None,
+        cooldown_s=float(cooldown) if cooldown else None,
+        shuffle=shuffle or None,
+        seed=int(seed) if seed else None,
+        argv=sys.argv,
+        console=out,
+    )
+    if dry_run:
+        return
+    from toolbox.report.summary import summary_tables
+
+    for table in summary_tables(r.rows):
+        out.print(table)
+    checked = None
+    if check and r.status != "interrupted":
+        from toolbox.quality.check import attach_quality
+        from toolbox.report.quality_view import error_lines, render_table
+
+        checked = attach_quality(s, r.run_id)
+        out.print(render_table(checked, title="correctness check (KL divergence to the cpu image's f16-KV logits)"))
+        for line in error_lines(checked):
+            out.print(line, markup=False)
+    for b, row in {row["backend"]: row for row in r.rows if row.get("build_commit")}.items():
+        out.print(
+            f"{b}: llama.cpp {row['build_commit']} (b{row['build_number']}), image {row['image']} ({(row['image_digest'] or '')[:19]})",
+            markup=False,
+        )
+    out.print(
+        f"run {r.run_id}: {r.status}, {r.ok} rows ok, {r.failed} failed" + (f", {r.skipped_done} already done" if r.skipped_done else "")
+    )
+    out.print(f"results: {r.run_dir}/rows.jsonl (run.json: provenance; logs/: llama-bench stderr)")
+    exit_with(gate.bench_exit(r.status, r.run_id, r.run_dir, r.failed, checked))
+
+
+@task(
+    help={
+        "backend": "rocm, vulkan, cpu, a comma list, or auto (as bench: the best backend this host can run)",
+        "model": HELP["model"],
+        "kv": "KV cache configurations, comma list of TYPE_K/TYPE_V[/FA] (FA: on, off or auto, the default); default f16/f16",
+        "allow_cpu_vulkan": HELP["allow_cpu_vulkan"],
+        "reference": "a model whose logits (cpu image, f16 KV) are the base for every --model, e.g. the F16 original of a quant",
+        "ctx": "tokens per window (the last half of each is scored); default 128",
+        "chunks": "windows of the check text; default 8 (504 scored tokens at ctx 128)",
+        "json": "print the results as JSON",
+    },
+    iterable=["model"],
+    auto_shortflags=False,
+)
+@one_line_errors
+def check(c, backend="auto", model=None, kv="f16/f16", allow_cpu_vulkan=False, reference=None, ctx=128, chunks=8, json=False):
+    """Are the logits right? KL divergence of each backend / KV configuration to the cpu image's f16-KV logits.
+
+    Exit 1 when a configuration is broken or could not be checked.
+    """
+    import json as json_module
+    from pathlib import Path
+
+    from toolbox.engine.client import docker_client
+    from toolbox.model import resolve_models
+    from toolbox.quality import gate
+    from toolbox.quality.check import parse_kv, run_check
+    from toolbox.report.quality_view import describe_base, error_lines, render_table
+    from toolbox.run.bench import resolve_backends
+
+    s = settings()
+    out = console()
+    backends = resolve_backends(backend, {}, s, docker_client())
+    models = resolve_models([Path(m) for m in model] if model else None, s)
+    ref = resolve_models([Path(reference)], s)[0] if reference else None
+
+    def progress(r):
+        if not json:
+            out.print(
+                f"checked {r['backend']} {r['type_k']}/{r['type_v']} on {Path(r['model']).name}: "
+                f"{r['verdict'] or 'error'} in {r['seconds']:.1f} s",
+                markup=False,
+            )
+
+    results = run_check(
+        s,
+        backends=backends,
+        models=models,
+        kv=parse_kv(kv),
+        allow_cpu_vulkan=allow_cpu_vulkan,
+        reference=ref,
+        ctx=int(ctx),
+        chunks=int(chunks),
+        on_result=progress,
+    )
+    if json:
+        print(json_module.dumps(results, indent=2, default=str))
+    else:
+        for path, base in {r["base"]["path"]: r["base"] for r in results}.items():
+            ppl_base = next((r["ppl_base"] for r in results if r["base"]["path"] == path and r.get("ppl_base") is not None), None)
+            out.print(describe_base(base, ppl_base), markup=False)
+        out.print(render_table(results))
+        for line in error_lines(results):
+            out.print(line, style="red", markup=False, soft_wrap=True)
+    exit_with(gate.check_exit(results))

@@ -1,0 +1,80 @@
+"""Small file operations every store and cache uses, written once: hashes, atomic JSON, durable appends, UTC time.
+
+Durable means: a line is flushed and fsynced before the call returns, and a half-written last line
+(a crash or power cut mid-write) never glues onto the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def now_iso() -> str:
+    """The current UTC time, to the second, ISO 8601 (2026-11-29T19:39:22+00:00)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_json_atomic(path: Path, data, *, indent: int | None = 2) -> None:
+    """Write JSON to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=indent, ensure_ascii=False, default=str, sort_keys=indent is None)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line (a newline is added), flushed and fsynced; starts a fresh line after a half-written one."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    with open(path, "ab+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON object as one durable line (see append_line)."""
+    append_line(path, json.dumps(record, ensure_ascii=False, default=str))
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
+    """The JSON objects of a .jsonl file and the 1-based numbers of lines that were not JSON objects."""
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    records, bad = [], []
+    for i, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            bad.append(i)
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+        else:
+            bad.append(i)
+    return records, bad

@@ -1,0 +1,194 @@
+"""The one vocabulary of llama.cpp names every layer shares.
+
+llama-bench's JSON field names and their types, the command-line flag of each parameter, test
+names (pp512, tg128, pp512+tg128, pp512@d4096), flash-attention spellings, KV cache types and the
+rule that a quantized V cache needs flash attention, and the toolbox's backends. Everything here
+is checked against the pinned llama.cpp (tools/llama-bench/llama-bench.cpp at the commit in
+containers/pins.toml) by the tests; nothing else in the package spells these out again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from toolbox.errors import ToolboxError
+
+# --- llama-bench fields ----------------------------------------------------------------------------
+
+# test::get_fields() of the pinned llama-bench, in its order (the columns of `-o sql` / `-o csv`).
+CURRENT_FIELDS: tuple[str, ...] = (
+    "build_commit", "build_number", "cpu_info", "gpu_info", "backends",
+    "model_filename", "model_type", "model_size", "model_n_params", "n_batch",
+    "n_ubatch", "n_threads", "cpu_mask", "cpu_strict", "poll",
+    "type_k", "type_v", "n_gpu_layers", "n_cpu_moe", "split_mode",
+    "main_gpu", "no_kv_offload", "flash_attn", "devices", "tensor_split",
+    "tensor_buft_overrides", "load_mode", "lazy_mode",
+    "embeddings", "no_op_offload", "no_host", "repack", "fit_target", "fit_min_ctx",
+    "n_prompt", "n_gen", "n_depth",
+    "test_time", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts",
+)  # fmt: skip
+# The per-repetition samples that json / jsonl carry.
+SAMPLE_FIELDS: tuple[str, ...] = ("samples_ns", "samples_ts")
+# Fields older builds printed, kept so that old logs compare with new runs.
+LEGACY_FIELDS: tuple[str, ...] = (
+    "use_mmap", "use_direct_io",            # replaced by load_mode (-lm)
+    "f16_kv", "mul_mat_q",                  # 2023: replaced by type_k/type_v; removed
+    "cuda", "opencl", "metal", "gpu_blas", "blas", "vulkan", "kompute", "sycl",  # 2023-24: replaced by backends
+    "defrag_thold", "n_threads_batch",
+)  # fmt: skip
+FIELDS: tuple[str, ...] = CURRENT_FIELDS + SAMPLE_FIELDS + LEGACY_FIELDS
+
+# get_field_type() of the pinned llama-bench: INT and BOOL fields (SQL INTEGER), FLOAT (REAL); the rest is text.
+SQL_INT_FIELDS = frozenset({
+    "build_number", "n_batch", "n_ubatch", "n_threads", "poll", "model_size", "model_n_params", "n_gpu_layers",
+    "main_gpu", "n_prompt", "n_gen", "n_depth", "avg_ns", "stddev_ns", "no_op_offload", "n_cpu_moe",
+    "fit_target", "fit_min_ctx", "flash_attn",
+})  # fmt: skip
+SQL_BOOL_FIELDS = frozenset({"no_kv_offload", "cpu_strict", "embeddings", "no_host", "repack"})
+SQL_FLOAT_FIELDS = frozenset({"avg_ts", "stddev_ts"})
+# What rows store: integers (current and legacy), booleans as 0/1 (llama-bench prints JSON booleans, older
+# builds printed some as ints or "true"), floats.
+INT_FIELDS = SQL_INT_FIELDS | {"n_threads_batch"}
+BOOL_FIELDS = SQL_BOOL_FIELDS | {
+    "use_mmap", "use_direct_io", "f16_kv", "mul_mat_q", "cuda", "opencl", "metal", "gpu_blas", "blas", "vulkan",
+    "kompute", "sycl",
+}  # fmt: skip
+FLOAT_FIELDS = SQL_FLOAT_FIELDS | {"defrag_thold"}
+
+
+def sql_type(field: str) -> str:
+    """The SQLite column type llama-bench's `-o sql` gives a field."""
+    if field in SQL_INT_FIELDS or field in SQL_BOOL_FIELDS:
+        return "INTEGER"
+    return "REAL" if field in SQL_FLOAT_FIELDS else "TEXT"
+
+
+# --- parameters: JSON field name -> command-line flag of the pinned llama-bench ---------------------
+
+PARAM_FLAGS = {
+    "n_prompt": "-p", "n_gen": "-n", "n_depth": "-d", "n_batch": "-b", "n_ubatch": "-ub",
+    "type_k": "-ctk", "type_v": "-ctv", "n_threads": "-t", "cpu_mask": "-C", "cpu_strict": "--cpu-strict",
+    "poll": "--poll", "n_gpu_layers": "-ngl", "n_cpu_moe": "-ncmoe", "split_mode": "-sm", "main_gpu": "-mg",
+    "no_kv_offload": "-nkvo", "flash_attn": "-fa", "devices": "-dev", "load_mode": "-lm", "lazy_mode": "-lzm",
+    "embeddings": "-embd", "tensor_split": "-ts", "no_op_offload": "-nopo", "no_host": "--no-host", "repack": "--repack",
+    "n_pg": "-pg",  # [[pp, tg], ...]: combined prompt + generation tests
+}  # fmt: skip
+TEST_PARAMS = ("n_prompt", "n_gen", "n_depth")  # the shape of a test: shown through its name
+
+# --- test names -------------------------------------------------------------------------------------
+
+_TEST = re.compile(r"^(?:pp\s*(\d+))?(?:\s*\+\s*)?(?:tg\s*(\d+))?(?:\s*@\s*d\s*(\d+))?$")
+
+
+def as_int(value) -> int | None:
+    """An int from anything llama-bench ever printed for a number (None for empty, null, nan or text)."""
+    if value is None or isinstance(value, bool):
+        return int(value) if isinstance(value, bool) else None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else int(value)
+    s = str(value).strip()
+    if s == "" or s.lower() in ("null", "none", "nan"):
+        return None
+    try:
+        return int(s)
+    except ValueError:
+        try:
+            f = float(s)
+        except ValueError:
+            return None
+        return None if math.isnan(f) or math.isinf(f) else int(f)
+
+
+def test_name(n_prompt, n_gen, n_depth=0) -> str:
+    """The short name of a test, as compare-llama-bench.py writes it: pp512, tg128, pp512+tg128, pp512@d4096."""
+    p, g, d = (as_int(v) or 0 for v in (n_prompt, n_gen, n_depth))
+    name = f"pp{p}+tg{g}" if p and g else (f"pp{p}" if p else f"tg{g}")
+    return f"{name}@d{d}" if d else name
+
+
+test_name.__test__ = False  # not a pytest test, although its name starts with test
+
+
+def parse_test(text: str) -> tuple[int, int, int] | None:
+    """(n_prompt, n_gen, n_depth) from a test name: pp512, tg128, pp 512, pp512+tg128, pp512 @ d4096."""
+    m = _TEST.match(text.strip())
+    if not m or not (m.group(1) or m.group(2)):
+        return None
+    return int(m.group(1) or 0), int(m.group(2) or 0), int(m.group(3) or 0)
+
+
+def test_kind(n_prompt, n_gen) -> str | None:
+    """'pp' (prompt only), 'tg' (generation only), 'pp+tg', or None when neither is known."""
+    p, g = as_int(n_prompt) or 0, as_int(n_gen) or 0
+    if p and g:
+        return "pp+tg"
+    return "pp" if p else "tg" if g else None
+
+
+# --- flash attention ----------------------------------------------------------------------------------
+
+# Every spelling of -fa that llama-bench printed or accepts -> the value rows store (1 on, 0 off, -1 auto).
+FA_VALUES = {
+    "on": 1, "enabled": 1, "true": 1, "yes": 1, "1": 1,
+    "off": 0, "disabled": 0, "false": 0, "no": 0, "0": 0,
+    "auto": -1, "-1": -1,
+}  # fmt: skip
+FA_NAMES = {1: "on", 0: "off", -1: "auto"}
+
+
+def fa_value(value, *, strict: bool = True) -> int | None:
+    """Flash attention as rows store it: 1 on, 0 off, -1 auto; None stays None.
+
+    An unknown spelling is a ToolboxError when strict, else None.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    s = str(value).strip().lower()
+    if s in FA_VALUES:
+        return FA_VALUES[s]
+    if strict:
+        raise ToolboxError(f"unknown flash attention value {value!r}", "use on, off or auto")
+    return None
+
+
+def fa_name(value) -> str | None:
+    """'on', 'off' or 'auto' for any spelling (None when unknown or absent)."""
+    v = fa_value(value, strict=False)
+    return None if v is None else FA_NAMES[v]
+
+
+# --- KV cache types -----------------------------------------------------------------------------------
+
+# -ctk / -ctv values the pinned llama-bench accepts (ggml types with a CPU copy kernel).
+KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+UNQUANTIZED_KV = frozenset({"f32", "f16", "bf16"})
+QUANTIZED_KV = tuple(t for t in KV_TYPES if t not in UNQUANTIZED_KV)
+# Display order: widest first.
+KV_ORDER = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_1", "q5_0", "iq4_nl", "q4_1", "q4_0")
+
+
+def kv_order(t: str) -> tuple[int, str]:
+    return (KV_ORDER.index(t) if t in KV_ORDER else len(KV_ORDER), t)
+
+
+def kv_reject_reason(type_v, flash_attn) -> str | None:
+    """Why the pinned llama.cpp refuses a KV configuration, or None.
+
+    A quantized V cache needs flash attention: with -fa off llama.cpp fails to create the context
+    (llama-bench exits 1 and abandons the rest of its process).
+    """
+    tv = str(type_v or "f16").strip().lower()
+    if fa_value(flash_attn, strict=False) == 0 and tv not in UNQUANTIZED_KV:
+        return f"quantized V cache ({tv}) needs flash attention: llama.cpp fails to create the context with -fa off"
+    return None
+
+
+# --- backends -------------------------------------------------------------------------------------------
+
+# The toolbox's backends: an image flavour each (containers/pins.toml [backends.*]).
+BACKENDS = ("rocm", "vulkan", "cpu")

@@ -1,0 +1,118 @@
+"""compare on screen and in Markdown: BASE / NEW columns, ratio ± uncertainty, p-value, mark, notes."""
+
+from __future__ import annotations
+
+from toolbox.analysis.compare import MARKS, CompareResult, Line
+from toolbox.analysis.identity import IDENTITY_FIELDS
+from toolbox.report.tables import fmt_ts, fmt_value, md_table
+
+
+def dropped_text(cr: CompareResult) -> str:
+    """The keys left out of the join, grouped by reason: 'absent from BASE x: n_batch, n_ubatch; ignored: backend'."""
+    by: dict[str, list[str]] = {}
+    for k, why in cr.dropped.items():
+        by.setdefault(why, []).append(k)
+    return "; ".join(f"{why}: {', '.join(keys)}" for why, keys in by.items())
+
+
+def fmt_ratio(ln: Line) -> str:
+    if ln.ratio is None:
+        return "—"
+    return f"{ln.ratio:.3f} ± {ln.ratio_err:.3f}" if ln.ratio_err is not None else f"{ln.ratio:.3f}"
+
+
+def fmt_p(p: float | None) -> str:
+    return "—" if p is None else f"{p:.2g}" if p >= 0.001 else "<0.001"
+
+
+def table(cr: CompareResult) -> tuple[list[str], list[list[str]]]:
+    header = [IDENTITY_FIELDS[f] for f in cr.shown] + ["test", f"t/s {cr.base_id}", f"t/s {cr.new_id}", "ratio", "p", "", "note"]
+    cells = []
+    for ln in cr.lines:
+        bt = fmt_ts(ln.base.summary) if ln.base else "failed"
+        nt = fmt_ts(ln.new.summary) if ln.new else "failed"
+        if ln.new and ln.new.verdict:
+            nt += f" [{ln.new.verdict}]"
+        if ln.base and ln.base.verdict:
+            bt += f" [{ln.base.verdict}]"
+        cells.append(
+            [fmt_value(ln.ident.get(f)) for f in cr.shown] + [ln.test, bt, nt, fmt_ratio(ln), fmt_p(ln.p_value), MARKS[ln.mark], ln.note]
+        )
+    return header, cells
+
+
+def summary_lines(cr: CompareResult) -> list[str]:
+    c = cr.counts()
+    out = [f"{len(cr.lines)} tests compared: " + ", ".join(f"{v} {MARKS[k]} ({k})" for k, v in sorted(c.items(), key=lambda kv: -kv[1]))]
+    for kind in ("pp", "tg"):
+        g = cr.geomean(kind)
+        if g:
+            out.append(f"{kind}: geometric mean ratio {g[0]:.3f} over {g[1]} tests")
+    if cr.regressions:
+        out.append(f"{len(cr.regressions)} regression(s) beyond {cr.threshold:.0%} (or broken / failed)")
+    return out
+
+
+def explanation(cr: CompareResult) -> str:
+    name = "Welch's t-test" if cr.test == "welch" else "the Mann-Whitney U test"
+    return (
+        f"ratio = mean t/s NEW / mean t/s BASE ± its 1-sigma uncertainty (standard errors of the means, propagated); "
+        f"p from {name} on the raw samples (samples_ts, two-sided); faster / SLOWER need p < {cr.alpha:g} and a change "
+        f"of at least {cr.threshold:.0%}; ? = no raw samples on one side; x = not comparable; "
+        "BROKEN = NEW's output is wrong (quality check), never counted as faster."
+    )
+
+
+def render_markdown(cr: CompareResult) -> str:
+    out = [f"# compare {cr.base_id} (BASE) → {cr.new_id} (NEW)", ""]
+    if cr.differences:
+        out += ["What differs:", "", md_table(["", "BASE", "NEW"], [list(d) for d in cr.differences]), ""]
+    out += [f"- {s}" for s in summary_lines(cr)] + [""]
+    header, cells = table(cr)
+    out += [md_table(header, cells), ""]
+    if cr.dropped:
+        out += ["Not used to match rows: " + dropped_text(cr), ""]
+    if cr.only_base:
+        out += [
+            f"Only in BASE ({len(cr.only_base)}): " + "; ".join(cr.only_base[:20]) + (" ..." if len(cr.only_base) > 20 else ""),
+            "",
+        ]
+    if cr.only_new:
+        out += [
+            f"Only in NEW ({len(cr.only_new)}): " + "; ".join(cr.only_new[:20]) + (" ..." if len(cr.only_new) > 20 else ""),
+            "",
+        ]
+    out += [explanation(cr), ""]
+    return "\n".join(out)
+
+
+def render_console(cr: CompareResult, console) -> None:
+    from rich.table import Table
+
+    console.print(f"[bold]compare[/] {cr.base_id} (BASE) → {cr.new_id} (NEW)")
+    if cr.differences:
+        t = Table("", "BASE", "NEW", title="what differs", title_justify="left")
+        for d in cr.differences:
+            t.add_row(*d)
+        console.print(t)
+    header, cells = table(cr)
+    t = Table(*header)
+    styles = {
+        "slower": "red",
+        "broken": "bold red",
+        "failed": "red",
+        "faster": "green",
+        "not comparable": "dim",
+        "untested": "yellow",
+    }
+    for ln, row in zip(cr.lines, cells):
+        t.add_row(*row, style=styles.get(ln.mark))
+    console.print(t)
+    for s in summary_lines(cr):
+        console.print(s)
+    if cr.dropped:
+        console.print("[dim]not used to match rows: " + dropped_text(cr) + "[/]")
+    for label, items in (("only in BASE", cr.only_base), ("only in NEW", cr.only_new)):
+        if items:
+            console.print(f"[dim]{label} ({len(items)}): " + "; ".join(items[:10]) + (" ..." if len(items) > 10 else "") + "[/]")
+    console.print(f"[dim]{explanation(cr)}[/]")

@@ -1,0 +1,374 @@
+"""bench: matrix -> plan -> checks -> containers -> rows on disk.
+
+Everything that can be wrong is checked before the first container starts (models, matrix, images,
+devices, flags the pinned llama-bench does not know, a results directory that is not writable).
+Rows are written the moment llama-bench prints them; a failing group is recorded and the run goes
+on; Ctrl-C keeps every finished row and `--resume RUN_ID` runs only what is missing. What the run
+means (summaries, exit codes) is decided above this layer: toolbox.report.summary, toolbox.quality.gate.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolbox.build.images import find_image
+from toolbox.engine.client import docker_client
+from toolbox.engine.container import ContainerSpec, in_container, model_mount, remove_leftovers, run_streaming, tool_help
+from toolbox.engine.devices import device_setup, row_device_ok
+from toolbox.errors import ToolboxError
+from toolbox.files import now_iso
+from toolbox.llamacpp import BACKENDS, PARAM_FLAGS, fa_value
+from toolbox.parse import parse_jsonl_line
+from toolbox.run import plan as plan_view
+from toolbox.run.context import RunContext, Stopped, stop_on_signals
+from toolbox.run.matrix import Case, Group, Plan, expand, group_cases, load_matrix
+from toolbox.settings import Settings
+from toolbox.store.rows import make_row
+from toolbox.store.runs import RunWriter, load_run
+
+
+@dataclass
+class BenchResult:
+    run_id: str | None
+    run_dir: Path | None
+    plan: Plan
+    commands: list[tuple[Group, list[str]]] = field(default_factory=list)
+    ok: int = 0
+    failed: int = 0
+    skipped_done: int = 0
+    status: str = "planned"
+    rows: list[dict] = field(default_factory=list)
+
+
+def resolve_backends(requested: str | None, spec: dict, settings: Settings, client) -> list[str]:
+    """--backend rocm|vulkan|cpu|auto, or a comma list; auto picks the best one this host can run."""
+    if requested and requested != "auto":
+        names = [b.strip() for b in requested.split(",") if b.strip()]
+        for b in names:
+            if b not in BACKENDS:
+                raise ToolboxError(f"unknown backend {b!r}", f"choose {', '.join(BACKENDS)} or auto")
+        return names
+    if spec.get("backends"):
+        return list(spec["backends"])
+    root = settings.host_root
+    if (root / "dev" / "kfd").exists() and find_image(settings, "rocm", client):
+        return ["rocm"]
+    if list((root / "dev" / "dri").glob("renderD*")) if (root / "dev" / "dri").is_dir() else []:
+        return ["vulkan"]
+    return ["cpu"]
+
+
+def make_plan(settings: Settings, matrix: str, backends: list[str], models: list[Path], overrides: dict) -> Plan:
+    spec, source, text = load_matrix(matrix)
+    spec = spec | {k: v for k, v in overrides.items() if v is not None}
+    return expand(spec, source, text, backends, [str(m) for m in models])
+
+
+def bench(
+    settings: Settings,
+    *,
+    matrix: str = "default",
+    backend: str | None = "auto",
+    models: list[str] | None = None,
+    allow_cpu_vulkan: bool = False,
+    dry_run: bool = False,
+    resume: str | None = None,
+    build_missing: bool = False,
+    repetitions: int | None = None,
+    cooldown_s: float | None = None,
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    argv: list[str] | None = None,
+    console=None,
+) -> BenchResult:
+    """`invoke bench`: plan, check, run every group, return what was measured (rows are on disk already)."""
+    from rich.console import Console
+
+    from toolbox.build.images import build as build_image
+    from toolbox.build.images import image_info
+    from toolbox.model import model_identity, resolve_models
+
+    console = console or Console()
+    client = docker_client()
+    done: set[str] = set()
+    if resume:
+        meta, old_rows = load_run(settings.results_dir, resume)
+        m = meta.get("matrix", {})
+        matrix, backends = m.get("source") or matrix, m.get("backends") or [backend]
+        model_paths = [Path(p["path"]) for p in meta.get("models", [])]
+        overrides = m.get("overrides", {})
+        allow_cpu_vulkan = meta.get("allow_cpu_vulkan", allow_cpu_vulkan)
+        done = {r["case_id"] for r in old_rows if r.get("status") == "ok" and r.get("case_id")}
+    else:
+        spec, _, _ = load_matrix(matrix)
+        backends = resolve_backends(backend, spec, settings, client)
+        model_paths = resolve_models([Path(m) for m in models] if models else None, settings)
+        overrides = {"repetitions": repetitions, "cooldown_s": cooldown_s, "shuffle": shuffle, "seed": seed}
+    plan = make_plan(settings, matrix, backends, model_paths, overrides)
+
+    # --- checks before any container starts ---
+    setups = {b: device_setup(b, settings.host_root, allow_cpu_vulkan) for b in backends}
+    images = {}
+    for b in backends:
+        tag = find_image(settings, b, client)
+        if tag is None:
+            if not build_missing:
+                hint = f"invoke build {b}" + (" (add --offline without a registry)" if b != "rocm" else "")
+                raise ToolboxError(f"no {b} image built from the current pins", f"run `{hint}`, or add --build")
+            tag = build_image(settings, b).tag
+        images[b] = tag
+    for b, tag in images.items():
+        check_flags(plan, b, tool_help(client, tag, "llama-bench", settings.cache_dir))
+    commands = [(g, g.args(in_container(g.model), plan.repetitions, plan.warmup)) for g in plan.groups]
+    result = BenchResult(None, None, plan, commands)
+    plan_view.print_plan(console, plan, images, commands, settings)
+    if dry_run:
+        return result
+
+    if resume:
+        writer = RunWriter.open(settings.results_dir, resume)
+        writer.update(status="running", resumed_at=now_iso())
+    else:
+        _check_writable(settings.results_dir)
+        from toolbox.host.facts import snapshot
+
+        writer = RunWriter.create(
+            settings.results_dir,
+            {
+                "kind": "bench",
+                "argv": argv or sys.argv,
+                "settings": settings.model_dump(mode="json"),
+                "matrix": plan.to_json() | {"backends": backends, "overrides": overrides},
+                "allow_cpu_vulkan": allow_cpu_vulkan,
+                "images": {b: image_info(client, t) for b, t in images.items()},
+                "models": [model_identity(p, settings) for p in model_paths],
+                "host": snapshot(settings.host_root),
+            },
+        )
+    result.run_id, result.run_dir = writer.run_id, writer.path
+    ctx = RunContext(
+        settings,
+        client,
+        writer,
+        plan,
+        images,
+        image_ids={b: writer.meta.get("images", {}).get(b, {}).get("id") for b in backends},
+        setups=setups,
+        model_sha={m["path"]: m["sha256"] for m in writer.meta.get("models", [])},
+    )
+
+    todo = [c for c in plan.cases if c.case_id not in done]
+    result.skipped_done = len(plan.cases) - len(todo)
+    groups = [g for g in plan.groups if all(c.case_id not in done for c in g.cases)]
+    partial = [c for g in plan.groups if any(c.case_id in done for c in g.cases) for c in g.cases if c.case_id not in done]
+    groups += group_cases(partial)
+
+    status = "complete"
+    t_start = time.monotonic()
+    signals: list[str] = []
+    try:
+        with stop_on_signals(ctx.stop, signals), _progress(console) as progress:
+            task = progress.add_task("cases", total=len(todo))
+            ctx.advance = lambda n: progress.advance(task, n)
+            for i, group in enumerate(groups):
+                if ctx.stop.is_set():
+                    raise Stopped
+                progress.update(task, description=f"group {i + 1}/{len(groups)} ({group.backend}, {len(group.cases)} cases)")
+                _run_with_fallback(ctx, result, group)
+                if plan.cooldown_s and i + 1 < len(groups):
+                    ctx.stop.wait(plan.cooldown_s)
+    except (Stopped, KeyboardInterrupt):
+        ctx.stop.set()
+        status = "interrupted"
+        writer.update(interrupted_by=signals[0] if signals else "SIGINT")
+    finally:
+        # a second Ctrl-C can land while a container is being created: remove whatever this run left
+        remove_leftovers(client, writer.run_id)
+    if status == "complete" and result.ok == 0 and result.failed:
+        status = "failed"
+    writer.update(wall_seconds=round(time.monotonic() - t_start, 3))
+    writer.finish(status)
+    plan_view.remember(settings, writer.meta, result.rows)
+    result.status = status
+    return result
+
+
+def _run_with_fallback(ctx: RunContext, result: BenchResult, group: Group) -> None:
+    """Run a group; if it dies, run its missing cases one per process so one bad case can't take the rest down."""
+    got, err = _run_one(ctx, result, group)
+    missing = [c for c in group.cases if c.case_id not in got]
+    if not missing or ctx.stop.is_set():
+        return
+    if len(group.cases) > 1 and not (err or "").startswith("timeout"):
+        for case in missing:
+            single = Group(
+                group.group_id + "-" + case.case_id[:6],
+                group.backend,
+                group.model,
+                group.env,
+                {k: [v] for k, v in case.params if k not in ("n_prompt", "n_gen", "n_depth")},
+                [case],
+            )
+            got_one, e = _run_one(ctx, result, single)
+            if case.case_id not in got_one:
+                _record_failure(ctx, result, single, case, e or "no result row")
+            if ctx.stop.is_set():
+                return
+    else:
+        for case in missing:
+            _record_failure(ctx, result, group, case, err or "no result row")
+
+
+def _row(ctx: RunContext, group: Group, lb_row: dict, **ours) -> dict:
+    return make_row(
+        lb_row,
+        group_id=group.group_id,
+        backend=group.backend,
+        image=ctx.images[group.backend],
+        image_digest=ctx.image_ids.get(group.backend),
+        env=group.env,
+        model_sha256=ctx.model_sha.get(group.model),
+        **ours,
+    )
+
+
+def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[str], str | None]:
+    """Run one llama-bench process; store each row as it arrives. Returns the case ids measured and the error."""
+    if ctx.stop.is_set():
+        raise Stopped
+    got: set[str] = set()
+    unmatched = list(group.cases)
+    target = ctx.setups[group.backend].target
+
+    def on_line(line: str) -> None:
+        lb_row = parse_jsonl_line(line)
+        if lb_row is None:
+            return
+        case = match_case(lb_row, unmatched)
+        if case is not None:
+            unmatched.remove(case)
+            got.add(case.case_id)
+        row = _row(ctx, group, lb_row, case_id=case.case_id if case else None, device_ok=row_device_ok(lb_row, target), status="ok")
+        ctx.writer.append(row)
+        result.rows.append(row)
+        result.ok += 1
+        ctx.advance(1)
+
+    spec = ContainerSpec(
+        ctx.images[group.backend],
+        group.args(in_container(group.model), ctx.plan.repetitions, ctx.plan.warmup),
+        ctx.setups[group.backend],
+        group.env,
+        model_mount(group.model),
+        {"org.strix-toolbox.run-id": ctx.run_id, "org.strix-toolbox.group": group.group_id},
+    )
+    outcome = run_streaming(
+        ctx.client,
+        spec,
+        timeout_s=ctx.plan.timeout_s or ctx.settings.group_timeout_s,
+        stderr_path=ctx.writer.logs_dir / f"{group.group_id}.stderr.log",
+        on_line=on_line,
+        stop=ctx.stop,
+    )
+    if ctx.stop.is_set():
+        raise Stopped
+    return got, _group_error(outcome, ctx.plan.timeout_s or ctx.settings.group_timeout_s)
+
+
+def _group_error(outcome, timeout_s: float) -> str | None:
+    if outcome.timed_out:
+        return f"timeout after {timeout_s:.0f} s"
+    if outcome.stopped:
+        return "interrupted"
+    if outcome.exit_code != 0:
+        tail = outcome.stderr_tail
+        return (
+            f"llama-bench exited {outcome.exit_code}"
+            + (" (killed: out of memory?)" if outcome.exit_code == 137 else "")
+            + (f": {tail.splitlines()[-1]}" if tail else "")
+        )
+    return None
+
+
+def _record_failure(ctx: RunContext, result: BenchResult, group: Group, case: Case, error: str) -> None:
+    row = _row(
+        ctx,
+        group,
+        dict(case.params),
+        case_id=case.case_id,
+        status="timeout" if error.startswith("timeout") else "failed",
+        error=error,
+    )
+    ctx.writer.append(row)
+    result.rows.append(row)
+    result.failed += 1
+    ctx.advance(1)
+
+
+def match_case(row: dict, cases: list[Case]) -> Case | None:
+    """The case a llama-bench row belongs to: same test shape, then the most agreeing parameters."""
+    best, best_score = None, -1
+    for case in cases:
+        p = case.p
+        if any(_norm(k, row.get(k)) != _norm(k, p.get(k, 0)) for k in ("n_prompt", "n_gen", "n_depth")):
+            continue
+        score = sum(1 for k, v in p.items() if row.get(k) is not None and _norm(k, row.get(k)) == _norm(k, v))
+        if score > best_score:
+            best, best_score = case, score
+    return best
+
+
+def _norm(key: str, value) -> str:
+    if key == "flash_attn":
+        fa = fa_value(value, strict=False)
+        if fa is not None:
+            return str(fa)
+    return str(value).strip().lower()
+
+
+def check_flags(plan: Plan, backend: str, help_text: str) -> None:
+    """Every flag the plan uses must be one the image's llama-bench documents in --help."""
+    used = {"-m", "-o", "-r", "-p", "-n", "-d"}
+    for g in plan.groups:
+        if g.backend == backend:
+            used |= {PARAM_FLAGS[k] for k in g.lists}
+            used |= {"-pg"} if any(dict(c.params).get("n_prompt") and dict(c.params).get("n_gen") for c in g.cases) else set()
+    if not plan.warmup:
+        used.add("--no-warmup")
+    for flag in sorted(used):
+        if not re.search(rf"(^|[\s,]){re.escape(flag)}([\s,]|$)", help_text, re.M):
+            raise ToolboxError(
+                f"the pinned llama-bench in the {backend} image does not know {flag}",
+                "remove that parameter from the matrix (llama-bench --help lists the valid ones)",
+            )
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ToolboxError(
+            f"results directory {path} is not writable ({exc.strerror})", "fix its permissions or set TOOLBOX_RESULTS_DIR"
+        ) from None
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )

@@ -1,0 +1,68 @@
+"""The per-run context: what every group of a run needs, in one object instead of long argument lists."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from dataclasses import dataclass, field
+
+from toolbox.engine.devices import DeviceSetup
+from toolbox.run.matrix import Plan
+from toolbox.settings import Settings
+from toolbox.store.runs import RunWriter
+
+
+@dataclass
+class RunContext:
+    """One run in progress: where rows go, which image and devices each backend uses, how to stop.
+
+    images: backend -> image tag; image_ids: backend -> image id (what rows record as image_digest);
+    setups: backend -> devices; model_sha: model path -> sha256; advance(n): progress callback.
+    """
+
+    settings: Settings
+    client: object
+    writer: RunWriter
+    plan: Plan
+    images: dict[str, str]
+    image_ids: dict[str, str | None]
+    setups: dict[str, DeviceSetup]
+    model_sha: dict[str, str]
+    stop: threading.Event = field(default_factory=threading.Event)
+    advance: object = lambda n: None  # noqa: E731 - progress callback
+
+    @property
+    def run_id(self) -> str:
+        return self.writer.run_id
+
+
+class Stopped(Exception):
+    """The run was asked to stop (Ctrl-C, SIGTERM, SIGHUP): finished rows are kept, the run is resumable."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event, received: list):
+    """While a run is in progress, Ctrl-C, SIGTERM and SIGHUP (a closed ssh session, `timeout`, a service
+    manager) set `stop` instead of raising where they land: the current container is killed by its
+    watchdog, no container is half-created, and the run ends cleanly as interrupted. A second signal
+    raises KeyboardInterrupt at once. Outside the main thread (tests) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
