@@ -31,11 +31,13 @@ def test_pin_update_marks(results):
     assert line(cr, "cpu", "f16", "f16", "on", "pp512").mark == "faster"
     # unchanged configurations: no significant change
     assert line(cr, "vulkan", "f16", "f16", "on", "tg128").mark == "same"
-    # 30% "faster" with wrong output is never called faster
+    # 30% "faster" with wrong output is never called faster, and sets no ratio (quality.gate)
     broken = line(cr, "vulkan", "q4_0", "q4_0", "on", "pp512")
-    assert broken.ratio > 1.2 and broken.mark == "broken" and broken.regression
+    assert broken.new.summary.median > 1.2 * broken.base.summary.median
+    assert broken.ratio is None and broken.mark == "broken" and broken.regression
+    # the verdict is the configuration's: every test of vulkan q4_0/q4_0 fa=on is broken
     broken_lines = [ln for ln in cr.lines if ln.new and ln.new.verdict == "broken"]
-    assert broken_lines and all(ln.mark != "faster" for ln in broken_lines)
+    assert len(broken_lines) == 4 and all(ln.mark == "broken" and ln.ratio is None for ln in broken_lines)
     assert len(cr.regressions) == 10
     assert ("llama.cpp", "0c1e5709 (b11312)", "9f3d2a71 (b11400)") in cr.differences
 
@@ -48,7 +50,7 @@ def test_same_run_has_no_change(results):
 def test_threshold_option(results):
     loose = cmp.compare(results, KV, NEW_KV, threshold=0.15)
     assert not any(ln.mark == "slower" for ln in loose.lines)
-    assert [ln.mark for ln in loose.regressions] == ["broken", "broken"]
+    assert [ln.mark for ln in loose.regressions] == ["broken"] * 4
 
 
 def test_mann_whitney_option(results):

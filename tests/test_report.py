@@ -160,3 +160,129 @@ def test_rich_console_rendering(results):
     rp.render_console(rp.report(results, [KV], write=False), console)
     text = console.export_text()
     assert "Generation" in text and "tg128@d4096" in text and "warning" in text
+
+
+# --- results that do not count (quality.gate): never best, never a scale or ratio, greyed with the reason ----
+
+
+def _broken(rep):
+    return [r for r in rep.collected.results if r.not_counted == "broken"]
+
+
+def test_broken_configuration_is_never_best_in_plots_on_c33c33(results):
+    rep = rp.report(results, [NEW_KV])
+    plots = {p.name: p for p in rep.plots}
+    broken = _broken(rep)
+    # vulkan q4_0/q4_0 fa=on: its verdict is the configuration's, so all four of its tests are out
+    assert len(broken) == 4 and {r.ident["backend"] for r in broken} == {"vulkan"}
+    kv = plots["kv.png"].texts
+    for r in broken:
+        assert f"{r.summary.median:.4g}\nbest" not in kv
+        assert f"{r.summary.median:.4g}\nbroken" in kv
+    # pp512 on vulkan with fa on: the best cell is the fastest that counts, f16/f16 (908.6), not the broken 1044
+    assert "908.6\nbest" in kv
+    bars = plots["backends.png"].texts
+    assert not any(t.startswith(f"{r.summary.median:.4g}") for r in broken for t in bars)
+    assert any("not counted (grey): 4 broken" in t for t in bars)
+    # and the tables say why, greyed
+    md = (results.results_dir / NEW_KV / "report.md").read_text()
+    assert md.count("not counted: broken") == 4
+    html = (results.results_dir / NEW_KV / "report.html").read_text()
+    assert html.count("<tr class=excluded>") == 4 and "tr.excluded td{color:#8a8a8a" in html
+
+
+def _with_off_device(results, run_id, pick):
+    """The run's rows with one row marked as run on another device (device_ok false)."""
+    from toolbox.store.runs import load_run
+
+    meta, rows = load_run(results.results_dir, run_id)
+    rows = [dict(r) for r in rows]
+    victim = max((r for r in rows if pick(r)), key=lambda r: r["avg_ts"])
+    victim.update(device_ok=False, samples_ts=[x * 3 for x in victim["samples_ts"]], avg_ts=victim["avg_ts"] * 3)
+    return meta, rows, victim
+
+
+def test_off_device_row_is_greyed_and_never_best(results):
+    meta, rows, victim = _with_off_device(
+        results, KV, lambda r: r["backend"] == "vulkan" and r["n_prompt"] == 512 and r["n_depth"] == 0 and r["flash_attn"] == 1
+    )
+    rep = rp.build_report([(meta, rows)])
+    off = [r for r in rep.collected.results if r.not_counted]
+    assert [r.not_counted for r in off] == ["off-device"]
+    kv = next(p for p in rep.plots if p.name == "kv.png").texts
+    assert f"{off[0].summary.median:.4g}\noff-device" in kv and f"{off[0].summary.median:.4g}\nbest" not in kv
+    bars = next(p for p in rep.plots if p.name == "backends.png").texts
+    assert not any(t.startswith(f"{off[0].summary.median:.4g}") for t in bars)
+    md = rp.render_markdown(rep)
+    assert "not counted: off-device" in md and any("ran on another device" in w for w in rep.warnings)
+
+
+def test_backend_with_nothing_that_counts_gets_a_grey_bar_with_its_reason(results):
+    from toolbox.store.runs import load_run
+
+    meta, rows = load_run(results.results_dir, KV)
+    rows = [dict(r, device_ok=False) if r["backend"] == "vulkan" else r for r in rows]
+    bars = rp.build_report([(meta, rows)]).plots[-1]
+    assert bars.name == "backends.png" and any("not counted: off-device" in t for t in bars.texts)
+
+
+def test_compare_gives_no_ratio_for_an_off_device_side(results):
+    from toolbox.analysis import compare as cmp
+    from toolbox.report import compare_view
+    from toolbox.store.runs import load_run
+
+    meta, rows, victim = _with_off_device(results, NEW_KV, lambda r: r["backend"] == "cpu" and r["n_gen"] == 128)
+    cr = cmp.compare_runs(load_run(results.results_dir, KV), ({**meta, "run_id": "NEWRUN"}, rows))
+    off = [ln for ln in cr.lines if ln.new and ln.new.not_counted == "off-device"]
+    assert len(off) == 1 and off[0].ratio is None and off[0].mark == "not comparable"
+    assert "not counted: NEW off-device" in off[0].note
+    assert "[not counted: off-device]" in compare_view.render_markdown(cr)
+
+
+def test_failures_are_greyed_in_html(results):
+    rp.report(results, [DEPTH])
+    html = (results.results_dir / DEPTH / "report.html").read_text()
+    failures = html.split("<h2>Failures</h2>")[1].split("</table>")[0]
+    assert failures.count("<tr class=excluded>") == 4
+
+
+# --- the end of invoke bench -------------------------------------------------------------------------
+
+
+def _summary_text(rows, **kw):
+    from rich.console import Console
+
+    from toolbox.report.summary import summary_notes, summary_tables
+
+    console = Console(record=True, width=200)
+    for t in summary_tables(rows, **kw):
+        console.print(t)
+    return console.export_text(), summary_notes(rows, **kw)
+
+
+def test_bench_summary_flags_unstable_rows_and_says_what_to_do():
+    row = {"status": "ok", "test": "tg128", "n_prompt": 0, "n_gen": 128, "n_depth": 0, "backend": "cpu"}
+    rows = [
+        dict(row, avg_ts=105.79, stddev_ts=138.89, samples_ts=[265.9, 25.7, 25.77]),
+        dict(row, test="pp512", n_prompt=512, n_gen=0, avg_ts=2000.0, stddev_ts=10.0, samples_ts=[1990.0, 2000.0, 2010.0]),
+    ]
+    text, notes = _summary_text(rows)
+    assert "105.79 ± 138.89" in text and "unstable" in text
+    assert len(notes) == 1 and "1 unstable result(s)" in notes[0] and "tg128 105.79 ± 138.89" in notes[0]
+    assert "--repetitions" in notes[0]
+    # the same rule as the report: a setting, not a constant
+    assert not _summary_text(rows, unstable_spread=2.0)[1]
+
+
+def test_bench_summary_greys_broken_off_device_and_failed_rows(results):
+    from toolbox.store.runs import load_run
+
+    _, rows = load_run(results.results_dir, NEW_KV)
+    text, notes = _summary_text(rows)  # the fixture's rows carry the verdict on their pp512 tests
+    assert text.count("not counted: broken") == 2
+    assert notes == ["2 result(s) not counted: " + "output is wrong (quality check: broken): its speed means nothing"]
+    _, rows = load_run(results.results_dir, DEPTH)
+    rows = [dict(r, device_ok=False) if r.get("backend") == "vulkan" and r.get("status") == "ok" else r for r in rows]
+    text, notes = _summary_text(rows)
+    assert "not counted: off-device" in text and "failed: " in text
+    assert any("not counted: ran on another device" in n for n in notes)

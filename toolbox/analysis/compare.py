@@ -10,8 +10,9 @@ Marks (the exit code of `invoke compare` is 1 when any line is a regression):
     SLOWER          significant and at least `threshold` slower           -> regression
     ~               no significant change, or a change smaller than the threshold
     ?               untested: a side has no raw samples (old markdown logs)
-    x               not comparable: broken output or wrong device in BASE, failed in BASE, ambiguous match
-    BROKEN          NEW's output is wrong (quality verdict 'broken'): never called faster -> regression
+    x               not comparable: BASE does not count (broken output, wrong device), NEW ran on the wrong
+                    device, failed in BASE, ambiguous match; no ratio (toolbox.quality.gate)
+    BROKEN          NEW's output is wrong (quality verdict 'broken'): never called faster, no ratio -> regression
     FAILED          NEW failed where BASE worked                           -> regression
 """
 
@@ -218,19 +219,16 @@ def _judge(b: list | None, n: list | None, bf: dict | None, nf: dict | None, *, 
         line.note = f"failed in BASE: {(bf or {}).get('error') or '?'}"[:200]
         return line
     br, nr = b[0], n[0]
+    # a side that does not count (quality.gate) sets no ratio; NEW broken where BASE was not is a regression
+    if nr.not_counted or br.not_counted:
+        if nr.verdict == "broken" and br.verdict != "broken":
+            line.mark = "broken"
+        sides = [f"{s} {r.not_counted}" for s, r in (("BASE", br), ("NEW", nr)) if r.not_counted]
+        line.note = "not counted: " + " and ".join(sides) + (" (quality check): its speed does not count" if line.mark == "broken" else "")
+        return line
     if br.summary and nr.summary:
         cmp_ = stats.compare_samples(br.summary, nr.summary, test)
         line.ratio, line.ratio_err, line.p_value = cmp_.ratio, cmp_.ratio_err, cmp_.p_value
-    if nr.verdict == "broken":
-        line.mark = "broken" if br.verdict != "broken" else "not comparable"
-        line.note = "NEW output is wrong (quality: broken): its speed does not count"
-        return line
-    if br.verdict == "broken":
-        line.note = "BASE output was wrong (quality: broken)"
-        return line
-    if br.device_ok is False or nr.device_ok is False:
-        line.note = "ran on the wrong device in " + " and ".join(s for s, r in (("BASE", br), ("NEW", nr)) if r.device_ok is False)
-        return line
     if line.ratio is None:
         line.note = "no t/s"
         return line

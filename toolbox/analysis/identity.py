@@ -17,6 +17,8 @@ from toolbox.analysis import roofline as rf
 from toolbox.analysis import stats
 from toolbox.llamacpp import BOOL_FIELDS, INT_FIELDS, as_int, fa_name, kv_order
 from toolbox.llamacpp import test_name as _test_name
+from toolbox.quality import gate
+from toolbox.store.quality import row_key as quality_key
 
 # Fields that make two results the same test, with the short header used in tables. `model` (llama.cpp's
 # model type, present in every llama-bench format), `model_file` (the file's base name) and `env` are
@@ -131,6 +133,11 @@ class Result:
     def verdict(self) -> str | None:
         return (self.quality or {}).get("verdict") if isinstance(self.quality, dict) else None
 
+    @property
+    def not_counted(self) -> str | None:
+        """Why this result is not a result (quality.gate: 'broken', 'off-device'), None when it counts."""
+        return gate.not_counted("ok", self.device_ok, self.verdict)
+
 
 @dataclass
 class Collected:
@@ -170,6 +177,15 @@ def collect(
                 failed.setdefault(k, row)
     results = []
     model_entries = {m.get("run_id"): m.get("models") for m in metas}
+    # a verdict belongs to a configuration (backend, model, K, V, fa, env), so to every test of it in the run
+    order = {"broken": 0, "degraded": 1, "same": 2}
+    config_quality: dict[tuple, dict] = {}
+    for k, rows in pools.items():
+        for r in rows:
+            q = r.get("quality")
+            ck = (k[0], quality_key(r))
+            if isinstance(q, dict) and order.get(q.get("verdict"), 3) < order.get((config_quality.get(ck) or {}).get("verdict"), 4):
+                config_quality[ck] = q
     for k, rows in pools.items():
         first = rows[0]
         samples = [s for r in rows for s in (r.get("samples_ts") or [])]
@@ -184,10 +200,8 @@ def collect(
         res.roofline = rf.roofline(
             first, summ.median if summ else None, peak_bandwidth_gbs=peak_bandwidth_gbs, peak_tflops=peak_tflops, hint=hint
         )
-        qualities = [r.get("quality") for r in rows if isinstance(r.get("quality"), dict)]
-        # the worst verdict of the pool counts: one broken output makes the configuration broken
-        order = {"broken": 0, "degraded": 1, "same": 2}
-        res.quality = min(qualities, key=lambda q: order.get(q.get("verdict"), 3)) if qualities else None
+        # the worst verdict of the configuration counts: one broken output makes the configuration broken
+        res.quality = config_quality.get((k[0], quality_key(first)))
         oks = [r.get("device_ok") for r in rows]
         res.device_ok = False if False in oks else True if oks and all(o is True for o in oks) else None
         results.append(res)

@@ -7,15 +7,16 @@ A result whose spread is above the `unstable_spread` setting is flagged, as pype
 Two results are compared with a test on the raw samples (Welch's t-test by default, Mann-Whitney U
 on request, both from scipy). Rows without raw samples (old markdown logs: only mean +- stddev)
 get a summary but no test: `compare` shows them as untested instead of guessing.
+
+Summaries use the standard library (the end of every `invoke bench` flags unstable rows with the same
+rule, and must not pay for importing scipy); numpy and scipy are imported by the tests that need them.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
-
-import numpy as np
-from scipy import stats as sps
 
 TESTS = ("welch", "mannwhitney")
 
@@ -63,10 +64,9 @@ def summarize(samples=None, *, mean: float | None = None, stdev: float | None = 
     """
     xs = _clean(samples)
     if xs:
-        arr = np.asarray(xs)
-        n = len(arr)
-        mu = float(arr.mean())
-        sd = float(arr.std(ddof=1)) if n > 1 else None
+        n = len(xs)
+        mu = statistics.fmean(xs)
+        sd = statistics.stdev(xs) if n > 1 else None
         spread = (sd / mu) if (sd is not None and mu > 0) else None
         unstable = spread is not None and spread > unstable_spread
         warning = None
@@ -74,7 +74,7 @@ def summarize(samples=None, *, mean: float | None = None, stdev: float | None = 
             warning = f"unstable: spread {spread:.1%} > {unstable_spread:.0%} of the mean; use more repetitions, check thermals"
         elif n < 3:
             warning = f"only {n} sample{'s' if n > 1 else ''}: spread not meaningful; use more repetitions (-r)"
-        return Summary(n, float(np.median(arr)), mu, sd, spread, float(arr.min()), float(arr.max()), tuple(xs), unstable, warning)
+        return Summary(n, float(statistics.median(xs)), mu, sd, spread, min(xs), max(xs), tuple(xs), unstable, warning)
     m = _clean([mean])
     if not m:
         return None
@@ -121,6 +121,9 @@ def compare_samples(base: Summary, new: Summary, test: str = "welch") -> Compari
     """Ratio with uncertainty, and a two-sided p-value from the chosen test on the raw samples."""
     if test not in TESTS:
         raise ValueError(f"unknown test {test!r}; choose one of {TESTS}")
+    import numpy as np
+    from scipy import stats as sps
+
     r, err = ratio_with_uncertainty(base, new)
     p = None
     a, b = np.asarray(base.samples), np.asarray(new.samples)

@@ -76,19 +76,24 @@ def bench(
     )
     if dry_run:
         return
-    from toolbox.report.summary import summary_tables
+    from toolbox.report.summary import summary_notes, summary_tables
 
-    for table in summary_tables(r.rows):
-        out.print(table)
+    rows = r.rows
     checked = None
     if check and r.status != "interrupted":
         from toolbox.quality.check import attach_quality
         from toolbox.report.quality_view import error_lines, render_table
+        from toolbox.store.runs import load_run
 
         checked = attach_quality(s, r.run_id)
         out.print(render_table(checked, title="correctness check (KL divergence to the cpu image's f16-KV logits)"))
         for line in error_lines(checked):
             out.print(line, markup=False)
+        rows = load_run(s.results_dir, r.run_id)[1]  # with the verdicts: broken configurations are greyed below
+    for table in summary_tables(rows, s.unstable_spread):
+        out.print(table)
+    for note in summary_notes(rows, s.unstable_spread):
+        out.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
     for b, row in {row["backend"]: row for row in r.rows if row.get("build_commit")}.items():
         out.print(
             f"{b}: llama.cpp {row['build_commit']} (b{row['build_number']}), image {row['image']} ({(row['image_digest'] or '')[:19]})",

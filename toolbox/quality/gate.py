@@ -3,11 +3,41 @@
 One rule everywhere (bench --check, check, and whatever ranks configurations): a configuration whose
 output is broken, or that could not be checked, has no speed worth reporting; degraded output (a
 quantized KV cache) counts where the user accepts it.
+
+Reports, plots, comparisons and the bench summary ask `not_counted()` of every result: a failed row,
+a row that ran on another device than intended (`device_ok` false) and broken output are never the
+best, never set a colour scale or a ratio, and are shown greyed with the reason it returns. A result
+that was never checked still counts there (most runs are not checked; the check gate above is the
+place that demands a verdict).
 """
 
 from __future__ import annotations
 
 COUNTS = ("same", "degraded")
+
+# Why a result does not count, short (plot labels) and long (tables, warnings).
+NOT_COUNTED = {
+    "failed": "failed: no speed was measured",
+    "off-device": "ran on another device than intended (device_ok false): the number is not the backend's",
+    "broken": "output is wrong (quality check: broken): its speed means nothing",
+}
+
+
+def not_counted(status: str | None = "ok", device_ok: bool | None = None, verdict: str | None = None) -> str | None:
+    """The reason a result is not a result ('failed', 'off-device', 'broken'; see NOT_COUNTED), None when it counts."""
+    if (status or "ok") != "ok":
+        return "failed"
+    if verdict == "broken":
+        return "broken"
+    if device_ok is False:
+        return "off-device"
+    return None
+
+
+def row_not_counted(row: dict) -> str | None:
+    """not_counted() of one stored row (its status, device_ok and quality verdict)."""
+    q = row.get("quality")
+    return not_counted(row.get("status"), row.get("device_ok"), q.get("verdict") if isinstance(q, dict) else None)
 
 
 def acceptable(verdict: str | None, *, allow_degraded: bool = True) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from toolbox.analysis.compare import MARKS, CompareResult, Line
 from toolbox.analysis.identity import IDENTITY_FIELDS
-from toolbox.report.tables import fmt_ts, fmt_value, md_table
+from toolbox.report.tables import NOT_COUNTED_NOTE, fmt_ts, fmt_value, md_table
 
 
 def dropped_text(cr: CompareResult) -> str:
@@ -25,16 +25,20 @@ def fmt_p(p: float | None) -> str:
     return "—" if p is None else f"{p:.2g}" if p >= 0.001 else "<0.001"
 
 
+def side(r) -> str:
+    """One side's t/s, with its quality verdict, or why it does not count (quality.gate)."""
+    if r is None:
+        return "failed"
+    if r.not_counted:
+        return f"{fmt_ts(r.summary)} [{NOT_COUNTED_NOTE}: {r.not_counted}]"
+    return fmt_ts(r.summary) + (f" [{r.verdict}]" if r.verdict else "")
+
+
 def table(cr: CompareResult) -> tuple[list[str], list[list[str]]]:
     header = [IDENTITY_FIELDS[f] for f in cr.shown] + ["test", f"t/s {cr.base_id}", f"t/s {cr.new_id}", "ratio", "p", "", "note"]
     cells = []
     for ln in cr.lines:
-        bt = fmt_ts(ln.base.summary) if ln.base else "failed"
-        nt = fmt_ts(ln.new.summary) if ln.new else "failed"
-        if ln.new and ln.new.verdict:
-            nt += f" [{ln.new.verdict}]"
-        if ln.base and ln.base.verdict:
-            bt += f" [{ln.base.verdict}]"
+        bt, nt = side(ln.base), side(ln.new)
         cells.append(
             [fmt_value(ln.ident.get(f)) for f in cr.shown] + [ln.test, bt, nt, fmt_ratio(ln), fmt_p(ln.p_value), MARKS[ln.mark], ln.note]
         )
@@ -88,6 +92,7 @@ def render_markdown(cr: CompareResult) -> str:
 
 def render_console(cr: CompareResult, console) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     console.print(f"[bold]compare[/] {cr.base_id} (BASE) → {cr.new_id} (NEW)")
     if cr.differences:
@@ -105,8 +110,11 @@ def render_console(cr: CompareResult, console) -> None:
         "not comparable": "dim",
         "untested": "yellow",
     }
+    first_ts = len(cr.shown) + 1  # the BASE and NEW t/s columns
     for ln, row in zip(cr.lines, cells):
-        t.add_row(*row, style=styles.get(ln.mark))
+        # a side that does not count is greyed; the row keeps the colour of its mark
+        shown = [Text(c, style="dim") if i in (first_ts, first_ts + 1) and NOT_COUNTED_NOTE in c else c for i, c in enumerate(row)]
+        t.add_row(*shown, style=styles.get(ln.mark))
     console.print(t)
     for s in summary_lines(cr):
         console.print(s)

@@ -97,7 +97,8 @@ def render_markdown(rep: Report) -> str:
 HTML_STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}tr.bad td{background:#fde8e8}
+th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.excluded td{color:#8a8a8a;background:#f4f4f4}tr.warn td{background:#fff3d6}
 dl.prov{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px}dt{font-weight:600}
 img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}.warn{color:#a00}code{background:#f4f4f4;padding:0 3px}
 """
@@ -135,6 +136,7 @@ def render_html(rep: Report) -> str:
             + html_table(
                 ["test", "status", "error"],
                 [[test_name(r), r.get("status") or "?", (r.get("error") or "")[:300]] for r in col.failures],
+                row_class="excluded",
             )
         )
     for p in rep.plots:
@@ -172,7 +174,7 @@ def render_console(rep: Report, console) -> None:
     if rep.empty:
         console.print(f"[bold red]no successful results[/]: {len(col.failures)} failed")
     for f in col.failures[:20]:
-        console.print(f"[red]{f.get('status') or 'failed'}[/] {test_name(f)}: {(f.get('error') or '')[:160]}")
+        console.print(f"{f.get('status') or 'failed'} {test_name(f)}: {(f.get('error') or '')[:160]}", style="dim", markup=False)
     if len(col.failures) > 20:
         console.print(f"... and {len(col.failures) - 20} more failures (see report.md)")
     for w in rep.warnings:

@@ -7,6 +7,7 @@ import html
 from toolbox.analysis import roofline as rf
 from toolbox.analysis import stats
 from toolbox.analysis.identity import IDENTITY_FIELDS, Collected, Result, fmt_value  # noqa: F401 (fmt_value re-exported)
+from toolbox.quality import gate
 
 KIND_TITLES = {"pp": "Prompt processing", "tg": "Generation", "pp+tg": "Prompt + generation", None: "Other"}
 
@@ -25,16 +26,18 @@ def fmt_share(share: float) -> str:
     return f"{pct:.1f}%" if pct >= 10 else f"{pct:.2g}%" if pct >= 0.01 else f"{pct:.1e}%"
 
 
+# A result that does not count (quality.gate) says so first in its notes; tables grey such rows.
+NOT_COUNTED_NOTE = "not counted"
+
+
 def flags(r: Result) -> list[str]:
-    out = []
+    out = [f"{NOT_COUNTED_NOTE}: {r.not_counted}"] if r.not_counted else []
     if r.summary and r.summary.unstable:
         out.append("unstable")
     elif r.summary and r.summary.n is not None and r.summary.n < 3:
         out.append(f"n={r.summary.n}")
     if r.summary and r.summary.n is None:
         out.append("no samples")
-    if r.device_ok is False:
-        out.append("WRONG DEVICE")
     if r.roofline and r.roofline.estimated:
         out.append("MoE share estimated")
     return out
@@ -102,13 +105,22 @@ def numeric_col(cells, i) -> bool:
     return bool(vals) and all(isnum(v) for v in vals)
 
 
+def row_style(notes: str) -> str | None:
+    """'excluded' for a result that does not count (greyed), 'warn' for one that counts with a warning."""
+    if str(notes).startswith(NOT_COUNTED_NOTE):
+        return "excluded"
+    return "warn" if "unstable" in str(notes) else None
+
+
+RICH_STYLES = {"excluded": "dim", "warn": "yellow"}
+
+
 def rich_table(header: list[str], cells: list[list[str]], title: str | None = None):
     from rich.table import Table
 
     t = Table(*header, title=title, title_justify="left")
     for row in cells:
-        style = "red" if any(w in row[-1] for w in ("unstable", "WRONG DEVICE")) or "broken" in row else None
-        t.add_row(*row, style=style)
+        t.add_row(*row, style=RICH_STYLES.get(row_style(row[-1])))
     return t
 
 
@@ -124,10 +136,8 @@ def warnings_for(col: Collected) -> list[str]:
             out.append(f"{where}: {r.summary.warning}")
         elif r.summary and r.summary.n is not None and r.summary.n < 3:
             few[r.summary.n] = few.get(r.summary.n, 0) + 1
-        if r.device_ok is False:
-            out.append(f"{where}: ran on a different device than intended (gpu_info/devices); the number is not the backend's")
-        if r.verdict == "broken":
-            out.append(f"{where}: output is wrong (quality check: broken); its speed means nothing")
+        if r.not_counted:
+            out.append(f"{where}: {gate.NOT_COUNTED[r.not_counted]}; not counted")
     for n, count in sorted(few.items()):
         out.append(
             f"{count} result{'s' if count > 1 else ''} with only {n} sample{'s' if n > 1 else ''}: "
@@ -149,12 +159,13 @@ def explanations(peak_bandwidth_gbs: float, peak_tflops: float, unstable_spread:
     ]
 
 
-def html_table(header, cells) -> str:
+def html_table(header, cells, row_class: str | None = None) -> str:
+    """An HTML table; rows that do not count get class 'excluded' (greyed), unstable ones 'warn' (row_class: every row)."""
     e = html.escape
     num = [numeric_col(cells, i) for i in range(len(header))]
     rows = []
     for row in cells:
-        bad = any(w in row[-1] for w in ("unstable", "WRONG DEVICE")) or "broken" in row
+        style = row_class or row_style(row[-1])
         tds = "".join(f'<td class="num">{e(str(c))}</td>' if num[i] else f"<td>{e(str(c))}</td>" for i, c in enumerate(row))
-        rows.append(f"<tr{' class=bad' if bad else ''}>{tds}</tr>")
+        rows.append(f"<tr{f' class={style}' if style else ''}>{tds}</tr>")
     return "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
