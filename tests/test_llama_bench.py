@@ -227,7 +227,7 @@ EXPECTED = {
             "n_gen": [0, 128],
             "avg_ts": [2413.341687, 132.052051],
             "avg_ns": [212155977, 969320879],
-            "n_depth": [None, None],
+            "n_depth": [0, 0],  # before depth existed: depth 0, as the markdown of that era says
         },
         None,
     ),
@@ -246,6 +246,25 @@ EXPECTED = {
                 [984472709, 974901233, 989474741, 970729355, 967548060],
             ],
         },
+        None,
+    ),
+    # a row that ends with a stray pipe (`| 16.41 ± 0.79 ||`) is a row, not a cut-off table
+    "llamacpp-readme-2023-threads-extra-pipe.md": (
+        "md",
+        12,
+        {
+            "n_threads": [1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 32, 32],
+            "avg_ts": [6.17, 4.05, 12.31, 7.80, 23.18, 12.22, 32.29, 16.71, 33.52, 15.32, 59.00, 16.41],
+            "stddev_ts": [0.07, 0.02, 0.13, 0.07, 0.06, 0.07, 1.21, 0.66, 0.03, 0.05, 1.11, 0.79],
+            "n_gen": [0, 16] * 6,
+            "n_depth": [0] * 12,
+        },
+        None,
+    ),
+    "llamacpp-readme-2023-jsonl-no-depth.jsonl": (
+        "jsonl",
+        2,
+        {"n_prompt": [512, 0], "n_gen": [0, 128], "n_depth": [0, 0], "cuda": [1, 1], "avg_ts": [2410.974041, 130.965708]},
         None,
     ),
     "llamacpp-readme-2023-09.sql": (
@@ -360,6 +379,24 @@ def test_our_own_captures_parse_completely(path):
     assert len(df) > 0 and not [e for e in df.attrs["errors"] if "incomplete" in e]
     assert df["avg_ts"].notna().all() and df["n_prompt"].notna().all()
     assert set(df["build_commit"]) == {"0c1e5709"} and set(df["build_number"]) == {11312}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "llamacpp-readme-2023-09.md",
+        "llamacpp-readme-2023-09.csv",
+        "llamacpp-readme-2023-09.json",
+        "llamacpp-readme-2023-09.sql",
+        "llamacpp-readme-2023-jsonl-no-depth.jsonl",
+        "llamacpp-readme-2023-threads-extra-pipe.md",
+    ],
+)
+def test_no_depth_means_depth_0_in_every_format(name):
+    """Output from before depth existed: one meaning in every format, so the same test joins across formats."""
+    rows = rows_of(load(name))
+    assert rows and all(r["n_depth"] == 0 for r in rows)
+    assert {make_test_name(r["n_prompt"], r["n_gen"], r["n_depth"]) for r in rows} <= {"pp512", "tg128", "pp64", "tg16"}
 
 
 def test_columns_are_found_by_name_not_position():

@@ -43,6 +43,8 @@ def find_md(lines, used, errors, warnings) -> list[dict]:
         if table is None or _is_separator(s):
             continue
         used.add(i)
+        while len(cells) > len(table["header"]) and cells[-1] == "":
+            cells.pop()  # stray pipes after the last cell (`| 16.41 ± 0.79 ||`, llama.cpp's README in 2023)
         if not s.endswith("|") or len(cells) != len(table["header"]):
             errors.append(f"line {i + 1}: incomplete table row (the output stops mid-row): {s[:100]}")
             continue

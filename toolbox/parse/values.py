@@ -76,6 +76,10 @@ def normalize(row: dict) -> dict:
         if field is None or (field != key and field in row):
             continue
         out[field] = convert(field, value)
+    # Builds before depth existed (2025) ran every test at depth 0: every format says so, as the
+    # markdown test names of that era do (`pp 512` = pp512 at depth 0).
+    if out.get("n_depth") is None and (out.get("n_prompt") is not None or out.get("n_gen") is not None):
+        out["n_depth"] = 0
     # 2023 builds had f16_kv (a bool) where type_k / type_v are now.
     if out.get("f16_kv") is not None:
         kv = "f16" if out["f16_kv"] else "f32"
