@@ -114,11 +114,12 @@ def test_invoke_compare_exit_code_gates_on_regressions(results, tmp_path):
         text=True,
     )
     assert bad.returncode == 1, bad.stderr
-    assert "10 regression(s)" in bad.stderr and (tmp_path / "c.md").exists()
+    # the summary is printed once (not again as the exit message)
+    assert bad.stdout.count("10 regression(s)") == 1 and not bad.stderr and (tmp_path / "c.md").exists()
     ok = subprocess.run([sys.executable, "-m", "invoke", "compare", KV, KV], cwd=repo, env=env, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     typo = subprocess.run(
-        [sys.executable, "-m", "invoke", "compare", KV, "20261126T100000Z-c33c3"],
+        [sys.executable, "-m", "invoke", "compare", KV, "20261126T100000Z-c33c34"],
         cwd=repo,
         env=env,
         capture_output=True,

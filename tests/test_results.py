@@ -129,7 +129,7 @@ def test_a_corrupt_run_does_not_stop_the_others(tmp_path):
 def test_import_a_folder_of_mixed_logs_gives_one_run_with_every_row(tmp_path):
     expected = sum(len(parse(p.read_bytes().decode("utf-8", "replace"))) for p in DATA.iterdir() if p.is_file())
     (tmp_path / "junk.bin").write_bytes(os.urandom(5000))
-    run_id = importer.import_files([DATA, tmp_path / "junk.bin"], tmp_path / "results", argv=["invoke", "import"])
+    run_id = importer.import_files([DATA, tmp_path / "junk.bin"], tmp_path / "results", argv=["invoke", "import"]).run_id
     meta, rows = run_store.load_run(tmp_path / "results", run_id)
     assert len(rows) == expected > 60 and meta["kind"] == "imported" and meta["status"] == "complete"
     by_path = {Path(s["path"]).name: s for s in meta["sources"]}
@@ -157,7 +157,7 @@ def test_invoke_import_and_results(tmp_path):
     def invoke(*args):
         return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
-    r = invoke("import", str(DATA / "geerlingguy-framework-desktop-rocm-rpc.md"), "--also", str(DATA / "llamacpp-readme-2023-09.csv"))
+    r = invoke("import", str(DATA / "geerlingguy-framework-desktop-rocm-rpc.md"), str(DATA / "llamacpp-readme-2023-09.csv"))
     assert r.returncode == 0, r.stderr
     assert "5 rows imported" in r.stdout
     runs = json.loads(invoke("results", "--json").stdout)
@@ -167,3 +167,52 @@ def test_invoke_import_and_results(tmp_path):
     assert r.returncode == 0 and runs[0]["run_id"] in r.stdout and "imported" in r.stdout
     r = invoke("import", str(tmp_path / "missing.md"))
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_import_refuses_content_already_imported_and_says_where(tmp_path):
+    md, csv = DATA / "llamacpp-readme-2023-09.md", DATA / "llamacpp-readme-2023-09.csv"
+    first = importer.import_files([md], tmp_path / "results")
+    copy = tmp_path / "renamed.md"
+    copy.write_bytes(md.read_bytes())  # the same content under another name is the same content
+    with pytest.raises(ToolboxError, match=f"already imported as {first.run_id}"):
+        importer.import_files([copy], tmp_path / "results")
+    # new content beside old: only the new is imported, the old is named
+    second = importer.import_files([md, csv], tmp_path / "results")
+    assert second.already == [(str(md), first.run_id)] and second.rows == 2
+    assert [Path(s["path"]).name for s in second.sources] == [csv.name]
+    assert len(run_store.run_ids(tmp_path / "results")) == 2
+
+
+def test_a_file_without_rows_gives_its_own_reason(tmp_path):
+    with pytest.raises(ToolboxError) as exc:
+        importer.import_files([DATA / "llamacpp-readme-b11312.csv"], tmp_path / "results")
+    assert "41 values for 42 columns" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_jsonl_with_null_or_text_samples_imports_without_samples(tmp_path):
+    row = json.loads((DATA / "llamacpp-readme-b11312.jsonl").read_text().splitlines()[0])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps(dict(row, samples_ts=s)) for s in ([None, 1.0], ["fast", 2.0])) + "\n")
+    r = importer.import_files([bad], tmp_path / "results")
+    meta, rows = run_store.load_run(tmp_path / "results", r.run_id)
+    assert len(rows) == 2 and all(x["samples_ts"] is None and x["avg_ts"] == row["avg_ts"] for x in rows)
+    assert any("samples_ts holds values that are not numbers" in w for w in meta["sources"][0]["warnings"])
+
+
+def test_invoke_import_takes_several_files_as_a_user_types_them(tmp_path):
+    env = {**os.environ, "TOOLBOX_RESULTS_DIR": str(tmp_path / "results"), "COLUMNS": "200"}
+    for name in ("a.md", "b.json", "c.csv"):
+        src = {"a.md": "llamacpp-readme-2023-09.md", "b.json": "llamacpp-readme-2023-09.json", "c.csv": "llamacpp-readme-b11312.csv"}[name]
+        (tmp_path / name).write_bytes((DATA / src).read_bytes())
+    # a shell glob, as a user types it: the shell gives invoke three words
+    r = subprocess.run(
+        f"invoke import {tmp_path}/*.* && invoke import {tmp_path}/a.md",
+        shell=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "8 rows imported" in r.stdout and "41 values for 42 columns" in r.stdout
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path}/a.md is already imported as ") and r.stderr.count("\n") == 1

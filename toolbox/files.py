@@ -78,3 +78,32 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
         else:
             bad.append(i)
     return records, bad
+
+
+def check_writable(path, *, directory: bool = False) -> None:
+    """Raise ToolboxError when `path` (a file, or with directory=True a directory) cannot be written or created there."""
+    from toolbox.errors import ToolboxError
+
+    p = Path(path).expanduser()
+    if p.exists():
+        if p.is_dir() != directory:
+            raise ToolboxError(f"{p} is {'not ' if directory else ''}a directory", f"give {'a directory' if directory else 'a file name'}")
+        target = p if directory else p.parent
+    else:
+        target = p.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            raise ToolboxError(f"cannot create {p}: {target} is not a directory", "give a path inside a writable directory")
+    if not os.access(target, os.W_OK):
+        raise ToolboxError(f"cannot write {p}: {target} is not writable", "give a path inside a writable directory")
+
+
+def write_text(path, text: str) -> None:
+    """Write a text file; a failure is a one-line ToolboxError naming the path."""
+    from toolbox.errors import ToolboxError
+
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ToolboxError(f"cannot write {path}: {exc.strerror or exc}", "give a path inside a writable directory") from None

@@ -34,11 +34,14 @@ class Settings(BaseSettings):
         description="GPU FP16 peak, TFLOP/s (Radeon 8060S: 40 CU x 2.9 GHz x 512 FP16 FLOP/clock/CU with WMMA; docs/hardware.md)",
     )
     unstable_spread: float = Field(0.05, description="relative spread above which a result is flagged unstable")
+    oplog_file: Path | None = Field(
+        None, description="your optimization log, appended by invoke log; default: optimization-log.md in results_dir"
+    )
 
-    @field_validator("results_dir", "cache_dir", "pins_file", "containers_dir", "host_root")
+    @field_validator("results_dir", "cache_dir", "pins_file", "containers_dir", "host_root", "oplog_file")
     @classmethod
-    def _expand(cls, v: Path) -> Path:
-        return Path(v).expanduser()
+    def _expand(cls, v: Path | None) -> Path | None:
+        return None if v is None else Path(v).expanduser()
 
     @classmethod
     def settings_customise_sources(
@@ -48,5 +51,20 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides) -> Settings:
-    """Build settings from overrides, TOOLBOX_* environment variables and ./toolbox.toml (in that order)."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Build settings from overrides, TOOLBOX_* environment variables and ./toolbox.toml (in that order).
+
+    A value that is not valid (TOOLBOX_PEAK_TFLOPS=fast) is a one-line ToolboxError naming the setting.
+    """
+    from pydantic import ValidationError
+
+    from toolbox.errors import ToolboxError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err.get("loc") else "?"
+        raise ToolboxError(
+            f"setting {name} (TOOLBOX_{name.upper()} or toolbox.toml): {err['msg']} (got {err.get('input')!r})",
+            "fix or unset it (docs/settings.md lists every setting)",
+        ) from None

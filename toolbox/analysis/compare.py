@@ -74,6 +74,7 @@ class CompareResult:
     alpha: float
     test: str
     shown: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[Line]:
@@ -91,6 +92,13 @@ class CompareResult:
         if not rs:
             return None
         return math.exp(sum(math.log(r) for r in rs) / len(rs)), len(rs)
+
+
+def check_ignore(keys) -> None:
+    """--ignore takes identity keys only."""
+    unknown = [k for k in keys if k not in rp.IDENTITY_FIELDS]
+    if unknown:
+        raise ToolboxError(f"--ignore {','.join(unknown)}: not an identity key", f"choose from {', '.join(rp.IDENTITY_FIELDS)}")
 
 
 def _jkey(ident: dict, keys: list[str]) -> tuple:
@@ -113,9 +121,7 @@ def compare_runs(
     unstable_spread: float = 0.05,
 ) -> CompareResult:
     """Join BASE and NEW rows on identity keys and judge every pair. Raises ToolboxError when nothing matches."""
-    unknown = [k for k in ignore if k not in rp.IDENTITY_FIELDS]
-    if unknown:
-        raise ToolboxError(f"--ignore {','.join(unknown)}: not an identity key", f"choose from {', '.join(rp.IDENTITY_FIELDS)}")
+    check_ignore(ignore)
     if test not in stats.TESTS:
         raise ToolboxError(f"unknown test {test!r}", f"choose one of {', '.join(stats.TESTS)}")
     bid, nid = (base[0] or {}).get("run_id") or "BASE", (new[0] or {}).get("run_id") or "NEW"
@@ -166,8 +172,11 @@ def compare_runs(
             f"BASE {bid} and NEW {nid} have no test in common ({_what_differs(bcol, ncol, keys)})",
             "compare runs of the same matrix and model, or leave a setting out of the match with --ignore KEY[,KEY]",
         )
-    lines.sort(key=lambda ln: rp.sort_key(ln.new or ln.base) if (ln.new or ln.base) else ())
+    lines.sort(key=by_change)
     shown, _ = rp.visible_fields([ln.ident for ln in lines])
+    warnings = []
+    if bid == nid:
+        warnings.append(f"BASE and NEW are the same run ({bid}): every ratio is 1 by construction; compare two different runs")
     return CompareResult(
         bid,
         nid,
@@ -181,7 +190,19 @@ def compare_runs(
         alpha,
         test,
         [f for f in shown if f in keys],
+        warnings,
     )
+
+
+def by_change(ln: Line) -> tuple:
+    """Regressions first (broken and failed, then the largest slowdowns), then every other line by its ratio, then lines without one."""
+    if ln.regression:
+        group = 0
+    elif ln.ratio is not None:
+        group = 1
+    else:
+        group = 2
+    return (group, ln.ratio is not None, ln.ratio or 0.0, ln.test)
 
 
 def _describe(res: rp.Result | None, failed: dict | None, shown: list[str]) -> str:
@@ -276,14 +297,16 @@ def provenance_diff(base: tuple[dict, list[dict]], new: tuple[dict, list[dict]])
 # entry point
 
 
-def resolve_run(settings, ref: str) -> str:
-    """A run id, or a llama-bench output file (imported once into results/ as a run of kind 'imported')."""
-    from toolbox.store.importer import import_files
+def load_side(settings, ref: str) -> tuple[dict, list[dict]]:
+    """(meta, rows) of a run (any reference the store resolves), or of a llama-bench output file, read in
+    memory: comparing with a file never creates a run (`invoke import` does that)."""
+    from toolbox.store.importer import read_files
+    from toolbox.store.runs import load_run
 
     p = Path(ref).expanduser()
     if p.is_file():
-        return import_files([p], settings.results_dir, argv=["compare", ref])
-    return ref
+        return read_files([p])
+    return load_run(settings.results_dir, ref)
 
 
 def compare(
@@ -296,9 +319,7 @@ def compare(
     test: str = "welch",
     ignore: list[str] | tuple = (),
 ) -> CompareResult:
-    """`invoke compare BASE NEW`: load (or import) both, join, judge."""
-    from toolbox.store.runs import load_run
-
-    b = load_run(settings.results_dir, resolve_run(settings, base))
-    n = load_run(settings.results_dir, resolve_run(settings, new))
+    """`invoke compare BASE NEW`: load (or read) both, join, judge."""
+    b = load_side(settings, base)
+    n = load_side(settings, new)
     return compare_runs(b, n, threshold=threshold, alpha=alpha, test=test, ignore=ignore, unstable_spread=settings.unstable_spread)

@@ -4,32 +4,40 @@ from __future__ import annotations
 
 import sys
 
-from invoke import task
+from toolbox.cli import flags as f
+from toolbox.cli.common import FLAGS, console, exit_with, settings
 
-from toolbox.cli.common import HELP, console, exit_with, one_line_errors, settings
+
+def _matrix(name: str) -> None:
+    from toolbox.run.matrix import load_matrix
+
+    load_matrix(name)
 
 
-@task(
-    help={
-        "matrix": "preset name (invoke bench --list) or a TOML file; default: default",
-        "backend": HELP["backend"],
-        "model": HELP["model"],
-        "allow_cpu_vulkan": HELP["allow_cpu_vulkan"],
-        "dry_run": "print the plan and the exact llama-bench command lines, run nothing",
-        "resume": "RUN_ID: run only the cases missing from that run",
-        "build": "build missing images first",
-        "list": "list the matrix presets",
-        "repetitions": "override the matrix's repetitions (-r)",
-        "cooldown": "seconds to wait between groups (thermals)",
-        "shuffle": "shuffle the group order (seeded, recorded) to spread thermal drift",
-        "seed": "seed for --shuffle",
-        "check": "after the run, check each configuration's logits against the cpu image's f16 KV (invoke check); "
-        "the verdicts are stored beside the rows",
-    },
-    iterable=["model"],
-    auto_shortflags=False,
+def _kv(text: str) -> None:
+    from toolbox.quality.check import parse_kv
+
+    parse_kv(text)
+
+
+@f.command(
+    matrix=f.Text("preset name (invoke bench --list) or a TOML file; default: default", placeholder="MATRIX", check=_matrix),
+    backend=FLAGS["backend"],
+    model=FLAGS["model"],
+    allow_cpu_vulkan=FLAGS["allow_cpu_vulkan"],
+    dry_run=f.Switch("print the plan and the exact llama-bench command lines, run nothing"),
+    resume=f.Text("run only the cases missing from that run (an id as in invoke report)", placeholder="RUN", check=FLAGS["run_ids"].check),
+    build=f.Switch("build missing images first"),
+    list=f.Switch("list the matrix presets"),
+    repetitions=f.Int("override the matrix's repetitions (llama-bench -r)", low=1),
+    cooldown=f.Number("seconds to wait between groups (thermals)", low=0, placeholder="SECONDS"),
+    shuffle=f.Switch("shuffle the group order (seeded, recorded) to spread thermal drift"),
+    seed=f.Int("seed for --shuffle", low=0),
+    check=f.Switch(
+        "after the run, check each configuration's logits against the cpu image's f16 KV (invoke check); "
+        "the verdicts are stored beside the rows"
+    ),
 )
-@one_line_errors
 def bench(
     c,
     matrix="default",
@@ -67,10 +75,10 @@ def bench(
         dry_run=dry_run,
         resume=resume,
         build_missing=build,
-        repetitions=int(repetitions) if repetitions else None,
-        cooldown_s=float(cooldown) if cooldown else None,
+        repetitions=repetitions,
+        cooldown_s=cooldown,
         shuffle=shuffle or None,
-        seed=int(seed) if seed else None,
+        seed=seed,
         argv=sys.argv,
         console=out,
     )
@@ -106,21 +114,24 @@ def bench(
     exit_with(gate.bench_exit(r.status, r.run_id, r.run_dir, r.failed, checked))
 
 
-@task(
-    help={
-        "backend": "rocm, vulkan, cpu, a comma list, or auto (as bench: the best backend this host can run)",
-        "model": HELP["model"],
-        "kv": "KV cache configurations, comma list of TYPE_K/TYPE_V[/FA] (FA: on, off or auto, the default); default f16/f16",
-        "allow_cpu_vulkan": HELP["allow_cpu_vulkan"],
-        "reference": "a model whose logits (cpu image, f16 KV) are the base for every --model, e.g. the F16 original of a quant",
-        "ctx": "tokens per window (the last half of each is scored); default 128",
-        "chunks": "windows of the check text; default 8 (504 scored tokens at ctx 128)",
-        "json": "print the results as JSON",
-    },
-    iterable=["model"],
-    auto_shortflags=False,
+@f.command(
+    backend=FLAGS["backend"],
+    model=FLAGS["model"],
+    kv=f.Text(
+        "KV cache configurations, comma list of TYPE_K/TYPE_V[/FA] (FA: on, off or auto, the default); default f16/f16",
+        placeholder="K/V[/FA],...",
+        check=_kv,
+    ),
+    allow_cpu_vulkan=FLAGS["allow_cpu_vulkan"],
+    reference=f.Path(
+        "a model whose logits (cpu image, f16 KV) are the base for every --model, e.g. the F16 original of a quant",
+        placeholder="GGUF",
+        check=FLAGS["model"].check,
+    ),
+    ctx=f.Int("tokens per window (the last half of each is scored); default 128", low=16),
+    chunks=f.Int("windows of the check text; default 8 (504 scored tokens at ctx 128)", low=1),
+    json=f.Switch("print the results as JSON"),
 )
-@one_line_errors
 def check(c, backend="auto", model=None, kv="f16/f16", allow_cpu_vulkan=False, reference=None, ctx=128, chunks=8, json=False):
     """Are the logits right? KL divergence of each backend / KV configuration to the cpu image's f16-KV logits.
 
@@ -157,8 +168,8 @@ def check(c, backend="auto", model=None, kv="f16/f16", allow_cpu_vulkan=False, r
         kv=parse_kv(kv),
         allow_cpu_vulkan=allow_cpu_vulkan,
         reference=ref,
-        ctx=int(ctx),
-        chunks=int(chunks),
+        ctx=ctx,
+        chunks=chunks,
         on_result=progress,
     )
     if json:

@@ -1,4 +1,4 @@
-"""What every task shares: one-line errors, the console, settings, and the help texts of shared flags."""
+"""What every task shares: the console, settings, and the flags several tasks take, declared once."""
 
 from __future__ import annotations
 
@@ -6,31 +6,67 @@ import functools
 
 from invoke import Exit
 
-from toolbox.errors import ToolboxError
+from toolbox.cli import flags as f
 
-# Help texts of flags several tasks take, written once.
-HELP = {
-    "backend": "rocm, vulkan, cpu, a comma list, or auto "
-    "(rocm if /dev/kfd and its image exist, else vulkan with a GPU render node, else cpu)",
-    "model": "GGUF file or directory of GGUF files (repeatable); default: the embedded tiny model",
-    "allow_cpu_vulkan": "run the vulkan image on Mesa's software driver (lavapipe) when there is no GPU",
-    "run_ids": "run id (repeatable); default: the latest run",
-    "ignore": "identity keys left out of the match, comma list (e.g. backend to compare two images)",
-    "json": "print the result as JSON",
+
+def _backend_names(text: str) -> None:
+    from toolbox.errors import ToolboxError
+    from toolbox.llamacpp import BACKENDS
+
+    for b in comma_list(text):
+        if b not in (*BACKENDS, "auto"):
+            raise ToolboxError(f"unknown backend {b!r}", f"choose {', '.join(BACKENDS)}, a comma list of them, or auto")
+
+
+def _model(path: str) -> None:
+    from pathlib import Path
+
+    from toolbox.model import resolve_models
+
+    resolve_models([Path(path)], settings())
+
+
+def _run_id(ref: str) -> None:
+    from toolbox.store.runs import resolve_run_id
+
+    resolve_run_id(settings().results_dir, ref)
+
+
+def _writable(path: str) -> None:
+    from toolbox.files import check_writable
+
+    check_writable(path)
+
+
+# Flags several tasks take, declared once.
+FLAGS = {
+    "backend": f.Text(
+        "rocm, vulkan, cpu, a comma list, or auto (rocm if /dev/kfd and its image exist, else vulkan with a GPU render node, else cpu)",
+        placeholder="BACKEND",
+        check=_backend_names,
+    ),
+    "model": f.Path(
+        "GGUF file or directory of GGUF files; default: the embedded tiny model", placeholder="GGUF", repeatable=True, check=_model
+    ),
+    "allow_cpu_vulkan": f.Switch("run the vulkan image on Mesa's software driver (lavapipe) when there is no GPU"),
+    "run_ids": f.Text(
+        "run ids: the whole id, a unique prefix or its 6-digit tail (c33c33), or latest; default: the latest run",
+        placeholder="RUN",
+        variadic=True,
+        check=_run_id,
+    ),
+    "ignore": f.Text("identity keys left out of the match, comma list (e.g. backend to compare two images)", placeholder="KEY[,KEY]"),
+    "json": f.Switch("print the result as JSON"),
 }
 
 
 def one_line_errors(fn):
-    """Turn a ToolboxError into `invoke.Exit(message, 2)`: one line, no traceback."""
+    """For a task declared with plain invoke.task: ToolboxError -> one line, exit 2; warnings one line (flags.user_errors)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with f.user_errors():
             return fn(*args, **kwargs)
-        except ToolboxError as exc:
-            raise Exit(f"error: {exc}", code=2) from None
-        except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
 
     return wrapper
 

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import sys
 
-from invoke import Exit, task
+from invoke import Exit
 
-from toolbox.cli.common import console, one_line_errors, settings
+from toolbox.cli import flags as f
+from toolbox.cli.common import console, settings
 
 
-@task(
-    help={
-        "root": "read sysfs/procfs under this directory instead of / (e.g. a recorded tree in tests/data/hosts/)",
-        "json": "print the checks and the host snapshot as JSON instead of a table",
-    }
+def _directory(path: str) -> None:
+    from pathlib import Path
+
+    from toolbox.errors import ToolboxError
+
+    if not Path(path).expanduser().is_dir():
+        raise ToolboxError(f"{path} is not a directory", "give the root of a host tree (/ or a recorded tree in tests/data/hosts/)")
+
+
+@f.command(
+    root=f.Path(
+        "read sysfs/procfs under this directory instead of / (e.g. a recorded tree in tests/data/hosts/)",
+        placeholder="DIR",
+        check=_directory,
+    ),
+    json=f.Switch("print the checks and the host snapshot as JSON instead of a table"),
 )
-@one_line_errors
 def doctor(c, root=None, json=False):
     """Is this host ready for llama.cpp on Strix Halo? OK / WARN / FAIL per check, with the fix. Exit 1 on any FAIL."""
     import json as json_module
@@ -35,8 +46,7 @@ def doctor(c, root=None, json=False):
         raise Exit(code=1)
 
 
-@task(help={"write_matrices": "regenerate containers/compose/matrices/*.args from the matrix presets"})
-@one_line_errors
+@f.command(write_matrices=f.Switch("regenerate containers/compose/matrices/*.args from the matrix presets"))
 def compose_env(c, write_matrices=False):
     """Print the .env compose.yaml needs (numeric device GIDs, machine identity): invoke compose-env > .env"""
     from toolbox.run import compose

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
-from invoke import task
+from toolbox.cli import flags as f
+from toolbox.cli.common import console, settings
 
-from toolbox.cli.common import console, one_line_errors, settings
+
+def _flavour(name: str) -> None:
+    from toolbox.build.pins import load_pins
+
+    load_pins(settings().pins_file).backend(name)
 
 
-@task(
-    help={
-        "backend": "rocm, vulkan, cpu (or rocm-debian: ROCm from Debian's packages, offline-capable)",
-        "offline": "no registry, no git: base bootstrapped from Debian's archive, llama.cpp from --source or PyPI's llama-cpp-python sdist",
-        "source": "llama.cpp source: a directory or tarball (verified against the pinned tree hash)",
-        "force": "rebuild even if an image with the same inputs exists",
-        "check": "only configure with the pinned flags and compile a few units (the HIP check CI runs without a GPU)",
-    },
+def _source(path: str) -> None:
+    from pathlib import Path
+
+    from toolbox.errors import ToolboxError
+
+    if not Path(path).expanduser().exists():
+        raise ToolboxError(f"{path} does not exist", "give a llama.cpp source directory or tarball")
+
+
+@f.command(
+    positional=("backend",),
+    backend=f.Text(
+        "rocm, vulkan, cpu (or rocm-debian: ROCm from Debian's packages, offline-capable)", placeholder="BACKEND", check=_flavour
+    ),
+    offline=f.Switch(
+        "no registry, no git: base bootstrapped from Debian's archive, llama.cpp from --source or PyPI's llama-cpp-python sdist"
+    ),
+    source=f.Path("llama.cpp source: a directory or tarball (verified against the pinned tree hash)", check=_source),
+    force=f.Switch("rebuild even if an image with the same inputs exists"),
+    check=f.Switch("only configure with the pinned flags and compile a few units (the HIP check CI runs without a GPU)"),
 )
-@one_line_errors
 def build(c, backend, offline=False, source=None, force=False, check=False):
     """Build the pinned llama.cpp image for one backend (answers 'up to date' if nothing changed)."""
     from toolbox.build.images import build as build_image
@@ -33,8 +49,7 @@ def build(c, backend, offline=False, source=None, force=False, check=False):
     )
 
 
-@task
-@one_line_errors
+@f.command()
 def images(c):
     """List the built toolbox images with their pins, installed versions, sizes and age."""
     from rich.table import Table

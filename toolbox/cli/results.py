@@ -4,45 +4,58 @@ from __future__ import annotations
 
 import sys
 
-from invoke import task
+from toolbox.cli import flags as f
+from toolbox.cli.common import FLAGS, console, settings
+from toolbox.store.export import FORMATS
 
-from toolbox.cli.common import HELP, console, one_line_errors, settings
+
+def _exists(path: str) -> None:
+    from pathlib import Path
+
+    from toolbox.errors import ToolboxError
+
+    if not Path(path).expanduser().exists():
+        raise ToolboxError(f"{path} does not exist", "give llama-bench output files or directories that hold them")
 
 
-@task(
+def _writable(path: str) -> None:
+    from toolbox.files import check_writable
+
+    check_writable(path)
+
+
+@f.command(
     name="import",
-    help={
-        "path": "llama-bench output to import: a md/csv/json/jsonl/sql file, a log holding it, or a directory (walked)",
-        "also": "another file or directory to add to the same run (repeatable)",
-    },
-    iterable=["also"],
-    positional=["path"],
+    positional=("paths",),
+    paths=f.Path(
+        "llama-bench output to import: md/csv/json/jsonl/sql files, logs holding it, or directories (walked); one run from all of them",
+        variadic=True,
+        check=_exists,
+    ),
 )
-@one_line_errors
-def import_(c, path=None, also=None):
+def import_(c, paths=None):
     """Turn existing llama-bench output (old logs, any format) into one run beside the new results.
 
-    invoke import old-logs/            one run from every file under old-logs/
-    invoke import a.md --also b.jsonl  one run from both
+    invoke import old-logs/          one run from every file under old-logs/
+    invoke import a.md b.jsonl       one run from both (shell globs work: invoke import logs/*.md)
+    Content already imported (the same sha256) is skipped and named; a file with no results says why.
     """
     from pathlib import Path
 
     from toolbox.store.importer import import_files
-    from toolbox.store.runs import load_run
 
-    files = ([path] if path else []) + list(also or [])
     s = settings()
-    run_id = import_files([Path(f) for f in files], s.results_dir, argv=sys.argv)
-    meta, rows = load_run(s.results_dir, run_id)
     out = console()
-    for src in meta["sources"]:
-        note = f"  [yellow]{src['errors'][0]}[/yellow]" if src["errors"] else ""
-        out.print(f"{src['rows']:4} rows  {src['format']:6} {src['path']}{note}", soft_wrap=True)
-    out.print(f"run {run_id}: {len(rows)} rows imported into {s.results_dir / run_id}")
+    r = import_files([Path(p) for p in paths or []], s.results_dir, argv=sys.argv)
+    for src in r.sources:
+        note = f"  {src['errors'][0]}" if src["errors"] else ""
+        out.print(f"{src['rows']:4} rows  {src['format']:6} {src['path']}{note}", soft_wrap=True, markup=False)
+    for path, run_id in r.already:
+        out.print(f"   -  already imported as {run_id}: {path}", soft_wrap=True, markup=False)
+    out.print(f"run {r.run_id}: {r.rows} rows imported into {s.results_dir / r.run_id}")
 
 
-@task(help={"json": "print the list as JSON"})
-@one_line_errors
+@f.command(json=FLAGS["json"])
 def results(c, json=False):
     """List the runs: when, what kind, backends, models, rows ok / failed, status."""
     from toolbox.store.runs import list_runs
@@ -86,19 +99,20 @@ def results(c, json=False):
             out.print(f"{r['run_id']}: {r['error']}", style="yellow", markup=False)
 
 
-@task(
-    help={
-        "run_id": HELP["run_ids"],
-        "format": "csv, parquet, sqlite (llama-bench's llama_bench table, for compare-llama-bench.py) or jsonl",
-        "out": "output file; default: results/<run_id>/<run_id>.<format>",
-        "append": "add to an existing file (sqlite / jsonl) instead of replacing it",
-    },
-    iterable=["run_id"],
+@f.command(
+    positional=("run_ids",),
+    run_ids=FLAGS["run_ids"],
+    format=f.Text(
+        "csv, parquet, sqlite (llama-bench's llama_bench table, for compare-llama-bench.py) or jsonl",
+        placeholder="FORMAT",
+        choices=FORMATS,
+    ),
+    out=f.Path("output file; default: results/<run_id>/<run_id>.<format>", placeholder="FILE", check=_writable),
+    append=f.Switch("add to an existing file (sqlite / jsonl) instead of replacing it"),
 )
-@one_line_errors
-def export(c, run_id=None, format="sqlite", out=None, append=False):
-    """Export runs as CSV, Parquet, SQLite (readable by llama.cpp's compare-llama-bench.py) or JSONL."""
+def export(c, run_ids=None, format="sqlite", out=None, append=False):
+    """Export runs (invoke export [RUN ...]) as CSV, Parquet, SQLite (readable by llama.cpp's compare-llama-bench.py) or JSONL."""
     from toolbox.store.export import export as export_runs
 
-    path, n = export_runs(settings(), run_id or None, format, out=out, append=append)
+    path, n = export_runs(settings(), run_ids or None, format, out=out, append=append)
     print(f"{path}: {n} rows")

@@ -69,9 +69,9 @@ def parse(text: str):
             msg = line.strip()
             if msg and msg not in errors:
                 errors.append(msg)
-    if not rows:
+    if not rows:  # after the specific reasons (a cut-off row, a short CSV row): those say what went wrong
         why = "empty input" if not text.strip() else "no result rows in it"
-        errors.insert(0, f"no llama-bench results found ({why})")
+        errors.append(f"no llama-bench results found ({why})")
     return _frame(rows, "+".join(formats) or "none", errors[:50], sorted(set(warnings)))
 
 

@@ -6,7 +6,7 @@ import csv
 import json
 import re
 
-from toolbox.llamacpp import FIELDS
+from toolbox.llamacpp import FIELDS, SAMPLE_FIELDS
 from toolbox.parse.values import ALIASES, normalize
 
 _SQL_INSERT = re.compile(r"INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\)\s*VALUES\s*\(", re.I)
@@ -173,7 +173,11 @@ def _structured(obj: dict, warnings: list[str]) -> dict:
     for key in obj:
         if key not in FIELDS and key not in ALIASES and key != "raw":
             warnings.append(f"field {key!r} is not a llama-bench field this toolbox knows: kept under raw")
-    return normalize(obj)
+    row = normalize(obj)
+    for key in SAMPLE_FIELDS:
+        if isinstance(obj.get(key), list) and row.get(key) is None:
+            warnings.append(f"{key} holds values that are not numbers: the row keeps its mean, without samples (kept under raw)")
+    return row
 
 
 def is_result(obj: dict) -> bool:

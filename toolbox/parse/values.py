@@ -123,9 +123,12 @@ def convert(field: str, value):
             return None
         return None if math.isnan(f) else f
     if field in SAMPLE_FIELDS:
-        if isinstance(value, list):
-            return [float(v) if field == "samples_ts" else int(v) for v in value]
-        return None
+        # a list with anything but numbers in it (null, text) is no samples at all: a partial list would lie about n
+        try:
+            out = [float(v) if field == "samples_ts" else int(v) for v in value] if isinstance(value, list) else None
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return out if out is None or all(math.isfinite(v) for v in out) else None
     if field == "build_commit":
         return str(value).strip() or None
     return value if isinstance(value, str) else str(value)

@@ -35,7 +35,7 @@ def side(r) -> str:
 
 
 def table(cr: CompareResult) -> tuple[list[str], list[list[str]]]:
-    header = [IDENTITY_FIELDS[f] for f in cr.shown] + ["test", f"t/s {cr.base_id}", f"t/s {cr.new_id}", "ratio", "p", "", "note"]
+    header = [IDENTITY_FIELDS[f] for f in cr.shown] + ["test", "BASE t/s", "NEW t/s", "ratio NEW/BASE", "p", "", "note"]
     cells = []
     for ln in cr.lines:
         bt, nt = side(ln.base), side(ln.new)
@@ -69,6 +69,7 @@ def explanation(cr: CompareResult) -> str:
 
 def render_markdown(cr: CompareResult) -> str:
     out = [f"# compare {cr.base_id} (BASE) → {cr.new_id} (NEW)", ""]
+    out += [f"**warning**: {w}" for w in cr.warnings] + ([""] if cr.warnings else [])
     if cr.differences:
         out += ["What differs:", "", md_table(["", "BASE", "NEW"], [list(d) for d in cr.differences]), ""]
     out += [f"- {s}" for s in summary_lines(cr)] + [""]
@@ -94,7 +95,9 @@ def render_console(cr: CompareResult, console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    console.print(f"[bold]compare[/] {cr.base_id} (BASE) → {cr.new_id} (NEW)")
+    console.print(f"[bold]compare[/] BASE = {cr.base_id} → NEW = {cr.new_id} (lines: regressions first, then by change)")
+    for w in cr.warnings:
+        console.print(f"warning: {w}", style="yellow", markup=False)
     if cr.differences:
         t = Table("", "BASE", "NEW", title="what differs", title_justify="left")
         for d in cr.differences:

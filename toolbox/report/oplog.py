@@ -1,9 +1,11 @@
-"""The optimization log: docs/optimization-log.md, one dated entry per change tried on this machine.
+"""The optimization log: your own Markdown file, one dated entry per change tried on this machine.
 
-`invoke log --title ... --before RUN --after RUN [--note ...]` compares the two runs (toolbox.analysis.compare)
+`invoke log BEFORE AFTER --title ... [--note ...]` compares the two runs (toolbox.analysis.compare)
 and appends what changed (the provenance differences and the note), the key figures before and
 after with their ratio and mark, the geometric mean ratio per test kind, and the run ids, so that
-every number can be traced back to results/<run_id>/. Entries are only ever appended.
+every number can be traced back to results/<run_id>/. Entries are only ever appended, to the setting
+oplog_file (default: results/optimization-log.md) or --file; never to the repository's own
+docs/optimization-log.md, which holds the project's entries.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ HEADER = """# Optimization log
 
 The running record of which optimization did what on this machine. Each entry is appended by
 
-    invoke log --title "what was tried" --before RUN_ID --after RUN_ID [--note "why, how"]
+    invoke log BEFORE_RUN AFTER_RUN --title "what was tried" [--note "why, how"] [--file LOG]
 
 and holds: the date, what changed between the runs (llama.cpp commit, images, host settings, as
 recorded in their run.json, plus the note), the key figures before and after with the ratio
@@ -94,6 +96,11 @@ def append_entry(path: Path, text: str) -> None:
         raise ToolboxError(f"cannot append to {path}: {exc.strerror or exc}", "check the file's permissions") from None
 
 
+def log_path(settings) -> Path:
+    """Where `invoke log` appends: the setting oplog_file, else optimization-log.md in the results directory."""
+    return Path(settings.oplog_file) if settings.oplog_file else Path(settings.results_dir) / "optimization-log.md"
+
+
 def log(
     settings,
     title: str,
@@ -105,12 +112,10 @@ def log(
     threshold: float = 0.05,
     ignore: list[str] | tuple = (),
 ) -> tuple[Path, str, cmp.CompareResult]:
-    """`invoke log`: compare BEFORE and AFTER and append the entry to docs/optimization-log.md (or path)."""
+    """`invoke log`: compare BEFORE and AFTER and append the entry to your log (path, else the setting oplog_file)."""
     if not title or not title.strip():
-        raise ToolboxError("the entry needs a title", 'pass --title "what was tried"')
-    from toolbox.settings import REPO_ROOT
-
-    path = Path(path) if path else REPO_ROOT / "docs" / "optimization-log.md"
+        raise ToolboxError("--title: the entry needs a title", 'pass --title "what was tried"')
+    path = Path(path).expanduser() if path else log_path(settings)
     cr = cmp.compare(settings, before, after, threshold=threshold, ignore=ignore)
     text = entry(cr, title, note)
     append_entry(path, text)

@@ -207,11 +207,19 @@ def export_runs(runs: list[tuple[dict, list[dict]]], fmt: str, out: Path, append
     """Write the runs in one format to `out`; returns (path, rows written)."""
     if fmt not in FORMATS:
         raise ToolboxError(f"unknown export format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    if append and fmt not in ("sqlite", "jsonl"):
+        raise ToolboxError(f"--append: a {fmt} file cannot be appended to", "use --format sqlite or jsonl, or leave out --append")
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "sqlite":
-            return out, write_sqlite(runs, out, append=append)
+            try:
+                return out, write_sqlite(runs, out, append=append)
+            except sqlite3.DatabaseError as exc:
+                raise ToolboxError(
+                    f"--append: {out} is not a SQLite database this export can add to ({exc})",
+                    "give a file written by invoke export --format sqlite, or a new file name",
+                ) from None
         if fmt == "jsonl":
             n = 0
             with open(out, "a" if append else "w", encoding="utf-8") as f:

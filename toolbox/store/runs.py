@@ -101,8 +101,8 @@ class RunWriter:
     @classmethod
     def open(cls, results_dir: Path, run_id: str) -> RunWriter:
         """Reopen an existing run to append to it (`invoke bench --resume`)."""
-        meta = read_meta(run_dir(Path(results_dir), run_id))
-        w = cls(Path(results_dir) / run_id, meta)
+        path = run_dir(Path(results_dir), run_id)
+        w = cls(path, read_meta(path))
         w.logs_dir.mkdir(exist_ok=True)
         return w
 
@@ -178,15 +178,31 @@ def read_rows(run_dir: Path) -> list[dict]:
     return rows
 
 
-def run_dir(results_dir: Path, run_id: str) -> Path:
-    """The directory of a run; an unknown id is a one-line error naming the closest ids."""
-    path = Path(results_dir) / run_id
-    if run_id and "/" not in run_id and path.is_dir():
-        return path
+def resolve_run_id(results_dir: Path, ref: str) -> str:
+    """The run id a user means: the whole id, `latest`, a unique prefix, or the 6-digit tail (c33c33).
+
+    An unknown or ambiguous reference is a one-line error naming the closest ids or the candidates.
+    """
+    ref = str(ref or "").strip()
     ids = run_ids(results_dir)
-    close = difflib.get_close_matches(run_id, ids, n=3, cutoff=0.3) or [i for i in ids if run_id and run_id in i][:3]
+    if ref in ids:
+        return ref
+    if ref == "latest":
+        return latest_run_id(results_dir)
+    matches = [i for i in ids if ref and "/" not in ref and (i.startswith(ref) or i.endswith(f"-{ref}"))]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(matches[:5]) + (f" (+{len(matches) - 5} more)" if len(matches) > 5 else "")
+        raise ToolboxError(f"run {ref!r} is ambiguous: {shown}", "give more of the run id")
+    close = difflib.get_close_matches(ref, ids, n=3, cutoff=0.3) or [i for i in ids if ref and ref in i][:3]
     hint = f"did you mean {', '.join(close)}?" if close else "`invoke results` lists the runs"
-    raise ToolboxError(f"no run {run_id!r} in {results_dir}", hint)
+    raise ToolboxError(f"no run {ref!r} in {results_dir}", hint)
+
+
+def run_dir(results_dir: Path, run_id: str) -> Path:
+    """The directory of a run (any reference resolve_run_id takes); an unknown id is a one-line error naming the closest ids."""
+    return Path(results_dir) / resolve_run_id(results_dir, run_id)
 
 
 def read_meta(run_dir: Path) -> dict:
