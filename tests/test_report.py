@@ -5,6 +5,8 @@ by tests/data/runs/generate.py): a kv run and a depth run on the cpu and vulkan 
 a pin-update kv run, an old imported markdown log and a run of failures only.
 """
 
+import shutil
+
 import pytest
 from helpers import DEPTH, FAILED, IMPORTED, KV, NEW_KV
 
@@ -206,12 +208,14 @@ def test_off_device_row_is_greyed_and_never_best(results):
     meta, rows, victim = _with_off_device(
         results, KV, lambda r: r["backend"] == "vulkan" and r["n_prompt"] == 512 and r["n_depth"] == 0 and r["flash_attn"] == 1
     )
-    rep = rp.build_report([(meta, rows)])
+    from toolbox.report.plots import plot_backends, plot_kv
+
+    rep = rp.build_report([(meta, rows)], with_plots=False)
     off = [r for r in rep.collected.results if r.not_counted]
     assert [r.not_counted for r in off] == ["off-device"]
-    kv = next(p for p in rep.plots if p.name == "kv.png").texts
+    kv = plot_kv(rep.collected).texts
     assert f"{off[0].summary.median:.4g}\noff-device" in kv and f"{off[0].summary.median:.4g}\nbest" not in kv
-    bars = next(p for p in rep.plots if p.name == "backends.png").texts
+    bars = plot_backends(rep.collected).texts
     assert not any(t.startswith(f"{off[0].summary.median:.4g}") for t in bars)
     md = rp.render_markdown(rep)
     assert "not counted: off-device" in md and any("ran on another device" in w for w in rep.warnings)
@@ -221,8 +225,11 @@ def test_backend_with_nothing_that_counts_gets_a_grey_bar_with_its_reason(result
     from toolbox.store.runs import load_run
 
     meta, rows = load_run(results.results_dir, KV)
+    from toolbox.analysis.identity import collect
+    from toolbox.report.plots import plot_backends
+
     rows = [dict(r, device_ok=False) if r["backend"] == "vulkan" else r for r in rows]
-    bars = rp.build_report([(meta, rows)]).plots[-1]
+    bars = plot_backends(collect([(meta, rows)]))
     assert bars.name == "backends.png" and any("not counted: off-device" in t for t in bars.texts)
 
 
@@ -286,3 +293,75 @@ def test_bench_summary_greys_broken_off_device_and_failed_rows(results):
     text, notes = _summary_text(rows)
     assert "not counted: off-device" in text and "failed: " in text
     assert any("not counted: ran on another device" in n for n in notes)
+
+
+# --- reports on mixed and imported runs stay readable ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """The fixture runs plus every llama-bench sample of tests/data imported as one run (many machines, eras and
+    formats), and the report on all of them, written once for the tests below."""
+    from helpers import DATA, FIXTURE_RUNS
+
+    from toolbox.settings import load_settings
+    from toolbox.store.importer import import_files
+
+    root = tmp_path_factory.mktemp("mixed")
+    shutil.copytree(FIXTURE_RUNS, root / "results", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    s = load_settings(results_dir=root / "results")
+    imported = import_files([DATA / "llama-bench"], s.results_dir).run_id
+    rep = rp.report(s, [KV, DEPTH, NEW_KV, IMPORTED, imported], out_dir=root / "report")
+    return s, imported, rep
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    import struct
+
+    return struct.unpack(">II", png[16:24])
+
+
+def test_report_on_imported_and_mixed_runs_stays_readable(mixed):
+    from toolbox.analysis.identity import collect
+    from toolbox.report.plots import plot_depth
+    from toolbox.store.runs import load_runs
+
+    s, imported, rep = mixed
+    assert {p.name for p in rep.plots} == {"depth.png", "kv.png", "backends.png"}
+    for p in rep.plots:  # no 5000 x 7000 px figures
+        w, h = _png_size(p.png)
+        assert w <= 2100 and h <= 2300, (p.name, w, h)
+    md = (rep.out_dir / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| ") and "t/s" in line)
+    # a column of one value and unknowns is said once above the table, not shown
+    assert "cpu moe" not in header and "cpu moe = `0` (where recorded)" in md
+    assert header.count("|") < 22
+    # no single-point panels: a model measured at one depth only gets no depth panel
+    depth = plot_depth(collect(load_runs(s.results_dir, [imported])))
+    assert not any("llama 7B mostly Q4_0" in t for t in depth.texts)
+    assert any(t.startswith("Prompt processing — model=gpt-oss 120B") for t in depth.texts)
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="needs chromium (a real browser measures the page)")
+def test_html_report_of_mixed_runs_fits_the_page_in_a_browser(mixed, tmp_path):
+    import json
+    import re
+    import subprocess
+
+    out_dir = mixed[2].out_dir
+    # a copy with a probe script (the report itself has none): the page's width as Chromium lays it out
+    probe = (
+        "<script>addEventListener('load',()=>{const d=document.documentElement;"
+        "document.body.dataset.m=JSON.stringify({scroll:d.scrollWidth,inner:innerWidth,"
+        "tables:Math.max(...[...document.querySelectorAll('table')].map(t=>t.getBoundingClientRect().right))})})</script>"
+    )
+    page = tmp_path / "probe.html"
+    page.write_text((out_dir / "report.html").read_text().replace("</body>", probe + "</body>"))
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    m = json.loads(re.search(r'data-m="([^"]*)"', dom).group(1).replace("&quot;", '"'))
+    assert m["inner"] == 1280 and m["scroll"] <= m["inner"] and m["tables"] <= m["inner"], m

@@ -233,19 +233,25 @@ def sort_key(r: Result):
 
 
 def visible_fields(idents: list[dict]) -> tuple[list[str], dict]:
-    """(fields whose value varies, {field: value} of those that never vary and are known)."""
+    """(fields with two or more known values, {field: value} of those with one known value).
+
+    A field that results do not record (old imported logs) is not a difference: a column of one value
+    and "—" is stated once above the table ("where recorded"), never a column of its own.
+    """
     shown, hidden = [], {}
     for f in IDENTITY_FIELDS:
         if f in SHAPE_FIELDS:
             continue
-        values = {json.dumps(i.get(f), default=str) for i in idents}
-        if len(values) > 1:
+        known = {json.dumps(i.get(f), default=str): i.get(f) for i in idents if i.get(f) is not None}
+        if len(known) > 1:
             shown.append(f)
-        elif idents and idents[0].get(f) is not None:
-            hidden[f] = idents[0].get(f)
+        elif known:
+            hidden[f] = next(iter(known.values()))
     # the llama.cpp backend string follows from the toolbox backend (cpu -> CPU): don't show it twice
     if "backend" in shown and "backends" in shown:
-        pairs = {(json.dumps(i.get("backend"), default=str), json.dumps(i.get("backends"), default=str)) for i in idents}
+        pairs = {
+            (json.dumps(i.get("backend"), default=str), json.dumps(i.get("backends"), default=str)) for i in idents if i.get("backend")
+        }
         if len(pairs) == len({p[0] for p in pairs}):
             shown.remove("backends")
     return shown, hidden

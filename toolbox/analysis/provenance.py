@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+MAX_SOURCES = 5  # an imported run lists up to this many source files by name
+
 HOST_PARAM_PREFIXES = ("iommu", "amd_iommu", "ttm.", "amdttm.", "amdgpu.", "transparent_hugepage", "mitigations")
 
 
@@ -72,7 +76,15 @@ def provenance(meta: dict, rows: list[dict]) -> list[tuple[str, str]]:
     tb = meta.get("toolbox") or {}
     if tb:
         add("toolbox", f"{tb.get('version', '?')} ({tb.get('git_commit') or '?'}{', dirty' if tb.get('git_dirty') else ''})")
-    for s in meta.get("sources") or []:
-        if isinstance(s, dict):
-            add("imported from", f"{s.get('path')} ({s.get('format', '?')}, {s.get('rows', '?')} rows)")
+    sources = [s for s in meta.get("sources") or [] if isinstance(s, dict)]
+    if len(sources) > MAX_SOURCES:  # a folder of logs: the count, and where the list is
+        with_rows = sum(1 for s in sources if s.get("rows"))
+        common = os.path.commonpath([str(s.get("path") or "") for s in sources]) or "?"
+        add(
+            "imported from",
+            f"{len(sources)} files under {common} ({with_rows} with rows); each with its sha256 in run.json's sources",
+        )
+        sources = []
+    for s in sources:
+        add("imported from", f"{s.get('path')} ({s.get('format', '?')}, {s.get('rows', '?')} rows)")
     return out

@@ -8,13 +8,25 @@ and are never the best cell or bar, nor part of a colour scale.
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass
 
-from toolbox.analysis.identity import IDENTITY_FIELDS, Collected, Result
+from toolbox.analysis.identity import IDENTITY_FIELDS, Collected, Result, visible_fields
 from toolbox.llamacpp import kv_order
 from toolbox.report.tables import KIND_TITLES, fmt_value
 
 GREY = "#9a9a9a"
+# Figures stay readable on a screen and in a browser (at most MAX_INCHES at 110 dpi: 1760 x 2200 px);
+# what does not fit is left out and the figure says so.
+MAX_INCHES = (16.0, 20.0)
+MAX_ROWS = 4  # panel rows of depth.png
+MAX_SERIES = 8  # lines per depth panel
+MAX_KV_ROWS, MAX_KV_TESTS = 6, 4
+MAX_BAR_TESTS = 8
+
+
+def _fit(width: float, height: float) -> tuple[float, float]:
+    return min(width, MAX_INCHES[0]), min(height, MAX_INCHES[1])
 
 
 @dataclass
@@ -26,7 +38,8 @@ class Plot:
 
 
 def _series_label(ident: dict, fields: list[str]) -> str:
-    return ", ".join(f"{IDENTITY_FIELDS[f]}={fmt_value(ident.get(f))}" for f in fields) or "all"
+    """'K=q8_0, V=f16': the given fields this result records (unknown ones say nothing)."""
+    return ", ".join(f"{IDENTITY_FIELDS[f]}={fmt_value(ident.get(f))}" for f in fields if ident.get(f) is not None) or "all"
 
 
 def _plot(name: str, title: str, fig) -> Plot:
@@ -51,40 +64,59 @@ def _not_counted_note(results: list[Result]) -> str | None:
     return "not counted (grey): " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())) if reasons else None
 
 
+def _label(r: Result, series_fields: list[str], multi_run: bool) -> str:
+    """A depth line's label: the test shape without depth (pp512), the run (6-digit tail), what varies; why it does not count."""
+    fields = ", ".join(f"{IDENTITY_FIELDS[f]}={fmt_value(r.ident.get(f))}" for f in series_fields if r.ident.get(f) is not None)
+    words = [r.test.split("@")[0], *([r.run_id[-6:]] if multi_run else []), *([fields] if fields else [])]
+    return " ".join(words) + (f" (not counted: {r.not_counted})" if r.not_counted else "")
+
+
 def plot_depth(col: Collected) -> Plot | None:
-    """t/s against context depth: one panel per backend and test kind, one line per KV type (and other varying settings)."""
+    """t/s against context depth: one panel per backend / model and test kind, one line per KV type (and other varying settings).
+
+    A line needs two depths and a panel a line: single points are left out, and so are panels beyond
+    MAX_ROWS (the ones with the most points stay; the title says how many were left out).
+    """
     res = [r for r in col.results if r.kind in ("pp", "tg") and r.summary and isinstance(r.ident.get("n_depth"), int)]
-    if len({r.ident["n_depth"] for r in res}) < 2:
+    panel_fields = [f for f in ("backend", "model") if f in col.shown] or []
+    multi_run = len({r.run_id for r in res}) > 1
+    in_panel: dict[tuple, list[Result]] = {}
+    for r in res:
+        in_panel.setdefault((tuple(fmt_value(r.ident.get(f)) for f in panel_fields), r.kind), []).append(r)
+    panels: dict[tuple, dict[str, list[Result]]] = {}
+    for key, rs in in_panel.items():
+        # lines are told apart by what varies in this panel (not by every column of the report)
+        varying = [f for f in visible_fields([r.ident for r in rs])[0] if f not in panel_fields]
+        for r in rs:
+            panels.setdefault(key, {}).setdefault(_label(r, varying, multi_run), []).append(r)
+    for key in list(panels):
+        panels[key] = {k: v for k, v in panels[key].items() if len({r.ident["n_depth"] for r in v}) >= 2}
+        if not panels[key]:
+            del panels[key]
+    if not panels:
         return None
+    points = {}
+    for (pk, _), series in panels.items():
+        points[pk] = points.get(pk, 0) + sum(len(v) for v in series.values())
+    rows_keys = sorted(sorted(points, key=lambda pk: -points[pk])[:MAX_ROWS])
+    left_out = len(points) - len(rows_keys)
+    kinds = [k for k in ("pp", "tg") if any(key[1] == k and key[0] in rows_keys for key in panels)]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panel_fields = [f for f in ("backend", "model") if f in col.shown] or []
-    series_fields = [f for f in col.shown if f not in panel_fields]
-    multi_run = len({r.run_id for r in res}) > 1
-    panels = sorted({(tuple(fmt_value(r.ident.get(f)) for f in panel_fields), r.kind) for r in res}, key=lambda p: (p[0], p[1]))
-    rows_keys = sorted({p[0] for p in panels})
-    kinds = [k for k in ("pp", "tg") if any(p[1] == k for p in panels)]
     fig, axes = plt.subplots(
-        len(rows_keys), len(kinds), figsize=(6.5 * len(kinds), 4.2 * len(rows_keys)), squeeze=False, layout="constrained"
+        len(rows_keys), len(kinds), figsize=_fit(6.5 * len(kinds), 4.2 * len(rows_keys)), squeeze=False, layout="constrained"
     )
     for i, pk in enumerate(rows_keys):
         for j, kind in enumerate(kinds):
             ax = axes[i][j]
-            sel = [r for r in res if r.kind == kind and tuple(fmt_value(r.ident.get(f)) for f in panel_fields) == pk]
-            series: dict[str, list[Result]] = {}
-            for r in sel:
-                label = _series_label(r.ident, series_fields)
-                if multi_run:
-                    label = f"{r.run_id}: {label}"
-                # the test shape without depth (pp512, tg128) also separates lines
-                label = r.test.split("@")[0] + (f" {label}" if series_fields or multi_run else "")
-                if r.not_counted:
-                    label += f" (not counted: {r.not_counted})"
-                series.setdefault(label, []).append(r)
-            for label, rs in sorted(series.items()):
+            series = panels.get((pk, kind), {})
+            if not series:
+                ax.axis("off")
+                continue
+            for label, rs in sorted(series.items())[:MAX_SERIES]:
                 rs.sort(key=lambda r: r.ident["n_depth"])
                 xs = [r.ident["n_depth"] for r in rs]
                 ys = [r.summary.median for r in rs]
@@ -94,24 +126,57 @@ def plot_depth(col: Collected) -> Plot | None:
                 else:
                     ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, label=label)
             where = ", ".join(f"{IDENTITY_FIELDS[f]}={v}" for f, v in zip(panel_fields, pk))
-            ax.set_title(f"{KIND_TITLES[kind]}{' — ' + where if where else ''}", fontsize=10)
+            more = f" ({len(series) - MAX_SERIES} more lines left out)" if len(series) > MAX_SERIES else ""
+            ax.set_title(f"{KIND_TITLES[kind]}{' — ' + where if where else ''}{more}", fontsize=10)
             ax.set_xlabel("context depth (tokens)")
             ax.set_ylabel("t/s")
             ax.grid(alpha=0.3)
             ax.set_ylim(bottom=0)
-            if sel:
-                ax.legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
-    fig.suptitle("t/s against context depth (error bars: standard deviation)", fontsize=11)
+            ax.legend(fontsize=6, ncol=2 if len(series) > 4 else 1)
+    title = "t/s against context depth (error bars: standard deviation)"
+    if left_out:
+        title += f"; {left_out} more panel(s) left out: report fewer runs or models for them"
+    fig.suptitle(title, fontsize=11)
     return _plot("depth.png", "t/s against context depth", fig)
 
 
 def plot_kv(col: Collected) -> Plot | None:
-    """A K x V heatmap of t/s per test (columns) and per combination of the other varying settings (rows)."""
+    """A K x V heatmap of t/s per test (columns) and per combination of the other varying settings (rows).
+
+    A panel needs two cells: rows and tests without one are left out, and so are rows beyond
+    MAX_KV_ROWS and tests beyond MAX_KV_TESTS (the title says how many).
+    """
     res = [r for r in col.results if r.summary and r.ident.get("type_k") and r.ident.get("type_v")]
+    multi_run = len({r.run_id for r in res}) > 1
+    row_fields = [f for f in col.shown if f not in ("type_k", "type_v")]
+
+    def row_key(r):
+        return ((r.run_id,) if multi_run else ()) + tuple(fmt_value(r.ident.get(f)) for f in row_fields)
+
+    cells: dict[tuple, int] = {}
+    for r in res:
+        cells[(row_key(r), r.test)] = cells.get((row_key(r), r.test), 0) + 1
+    panels = {k for k, n in cells.items() if n >= 2}
+    if not panels:
+        return None
+    by_row = {rk: sum(cells[k] for k in panels if k[0] == rk) for rk, _ in panels}
+    row_keys = sorted(sorted(by_row, key=lambda rk: -by_row[rk])[:MAX_KV_ROWS])
+    tests = sorted({t for rk, t in panels if rk in row_keys}, key=lambda t: ({"p": 0, "t": 1}.get(t[0], 2), t))
+    left_out = (len(by_row) - len(row_keys), max(0, len(tests) - MAX_KV_TESTS))
+    tests = tests[:MAX_KV_TESTS]
+    res = [r for r in res if (row_key(r), r.test) in panels and row_key(r) in row_keys and r.test in tests]
     ks = sorted({r.ident["type_k"] for r in res}, key=kv_order)
     vs = sorted({r.ident["type_v"] for r in res}, key=kv_order)
-    if len(ks) < 2 and len(vs) < 2:
-        return None
+    # a row is named by what varies among the rows drawn (a run by its 6-digit tail), a few words per line
+    label_fields = [f for f in visible_fields([r.ident for r in res])[0] if f in row_fields]
+
+    def row_label(rk) -> str:
+        values = dict(zip(row_fields, rk[1:] if multi_run else rk))
+        words = ([rk[0][-6:]] if multi_run else []) + [
+            f"{IDENTITY_FIELDS[f]}={values[f]}" for f in label_fields if values[f] != fmt_value(None)
+        ]
+        return "".join(f"{line}\n" for line in textwrap.wrap(", ".join(words), 28))
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,18 +184,10 @@ def plot_kv(col: Collected) -> Plot | None:
     import numpy as np
     from matplotlib.patches import Rectangle
 
-    multi_run = len({r.run_id for r in res}) > 1
-    row_fields = [f for f in col.shown if f not in ("type_k", "type_v")]
-
-    def row_key(r):
-        return ((r.run_id,) if multi_run else ()) + tuple(fmt_value(r.ident.get(f)) for f in row_fields)
-
-    row_keys = sorted({row_key(r) for r in res})
-    tests = sorted({r.test for r in res}, key=lambda t: ({"p": 0, "t": 1}.get(t[0], 2), t))
     fig, axes = plt.subplots(
         len(row_keys),
         len(tests),
-        figsize=(1.1 * len(vs) * len(tests) + 1.5, 1.0 * len(ks) * len(row_keys) + 1.2),
+        figsize=_fit(1.1 * len(vs) * len(tests) + 1.5, 1.0 * len(ks) * len(row_keys) + 1.2),
         squeeze=False,
         layout="constrained",
     )
@@ -175,17 +232,14 @@ def plot_kv(col: Collected) -> Plot | None:
             if i == len(row_keys) - 1:
                 ax.set_xlabel("V type", fontsize=8)
             if j == 0:
-                label = ", ".join(
-                    x
-                    for x in ((rk[0],) if multi_run else ())
-                    + tuple(f"{IDENTITY_FIELDS[f]}={v}" for f, v in zip(row_fields, rk[1:] if multi_run else rk))
-                )
-                ax.set_ylabel(f"{label}\nK type" if label else "K type", fontsize=8)
+                ax.set_ylabel(row_label(rk) + "K type", fontsize=8)
             if i == 0:
                 ax.set_title(t, fontsize=9)
+    notes = [n for n in [_not_counted_note(res)] if n]
+    if any(left_out):
+        notes.append(f"left out: {left_out[0]} row(s), {left_out[1]} test(s); report fewer runs for them")
     fig.suptitle(
-        "t/s by K (rows) x V (columns) cache type, % against the best cell of each panel; '–' = not run"
-        + (f"\n{note}" if (note := _not_counted_note(res)) else ""),
+        "t/s by K (rows) x V (columns) cache type, % against the best cell of each panel; '–' = not run" + "".join(f"\n{n}" for n in notes),
         fontsize=10,
     )
     return _plot("kv.png", "K x V cache types", fig)
@@ -194,7 +248,21 @@ def plot_kv(col: Collected) -> Plot | None:
 def plot_backends(col: Collected) -> Plot | None:
     """Bars per backend: the best t/s of each backend per test (the configuration is in the bar's label)."""
     res = [r for r in col.results if r.kind in ("pp", "tg") and r.summary]
-    if not res:
+
+    def backend_of(r):
+        return fmt_value(r.ident.get("backend") or r.ident.get("backends"))
+
+    backends = sorted({backend_of(r) for r in res})
+    # a panel of one bar compares nothing; each panel shows at most MAX_BAR_TESTS tests (those most backends ran)
+    tests_of = {}
+    for k in ("pp", "tg"):
+        ran: dict[str, set] = {}
+        for r in res:
+            if r.kind == k:
+                ran.setdefault(r.test, set()).add(backend_of(r))
+        tests_of[k] = sorted(sorted(ran, key=lambda t: (-len(ran[t]), len(t), t))[:MAX_BAR_TESTS], key=lambda t: (len(t), t))
+    kinds = [k for k in ("pp", "tg") if len({(backend_of(r), r.test) for r in res if r.kind == k and r.test in tests_of[k]}) >= 2]
+    if not kinds:
         return None
     import matplotlib
 
@@ -202,16 +270,17 @@ def plot_backends(col: Collected) -> Plot | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    backends = sorted({fmt_value(r.ident.get("backend") or r.ident.get("backends")) for r in res})
-    kinds = [k for k in ("pp", "tg") if any(r.kind == k for r in res)]
     fig, axes = plt.subplots(
-        1, len(kinds), figsize=(max(6.0, 1.2 * len(backends) * 3) * len(kinds) / 1.4, 4.6), squeeze=False, layout="constrained"
+        1,
+        len(kinds),
+        figsize=_fit(max(6.0, 0.45 * len(backends) * max(len(tests_of[k]) for k in kinds) + 2) * len(kinds), 4.6),
+        squeeze=False,
+        layout="constrained",
     )
-    other = [f for f in col.shown if f not in ("backend", "backends")]
     for j, kind in enumerate(kinds):
         ax = axes[0][j]
-        sel = [r for r in res if r.kind == kind]
-        tests = sorted({r.test for r in sel}, key=lambda t: (len(t), t))
+        tests = tests_of[kind]
+        sel = [r for r in res if r.kind == kind and r.test in tests]
         width = 0.8 / len(backends)
         for b_i, b in enumerate(backends):
             xs, ys, errs, labels, grey = [], [], [], [], []
@@ -225,7 +294,10 @@ def plot_backends(col: Collected) -> Plot | None:
                 xs.append(t_i + (b_i - (len(backends) - 1) / 2) * width)
                 ys.append(best.summary.median)
                 errs.append(best.summary.stdev or 0)
+                # the bar's configuration: what varies among this backend's results of this test, shortened
+                other = [f for f in visible_fields([r.ident for r in cand])[0] if f not in ("backend", "backends")]
                 lab = _series_label(best.ident, other) if len(cand) > 1 and other else ""
+                lab = lab if len(lab) <= 40 else lab[:39] + "…"
                 labels.append(f"{lab}\nnot counted: {best.not_counted}".strip() if not counted else lab)
                 grey.append(not counted)
             bars = ax.bar(xs, ys, width * 0.95, yerr=errs, capsize=3, label=b)
@@ -248,6 +320,7 @@ def plot_backends(col: Collected) -> Plot | None:
         ax.set_title(f"{KIND_TITLES[kind]}: best per backend", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
     note = _not_counted_note(res)
     if note:

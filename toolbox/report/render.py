@@ -47,6 +47,15 @@ class Report:
         return not self.collected.results
 
 
+def same_for_all(col: Collected) -> list[tuple[str, str, str]]:
+    """(column, value, ' (where recorded)' or '') of each column stated once above the tables instead of shown."""
+    idents = [r.ident for r in col.results] or [identity(r) for r in col.failures]
+    return [
+        (IDENTITY_FIELDS[f], fmt_value(v), " (where recorded)" if any(i.get(f) is None for i in idents) else "")
+        for f, v in col.hidden.items()
+    ]
+
+
 def render_markdown(rep: Report) -> str:
     col, s = rep.collected, rep.settings
     out = [f"# llama.cpp benchmark report: {', '.join(rep.run_ids)}", ""]
@@ -55,10 +64,7 @@ def render_markdown(rep: Report) -> str:
             out += [f"**{run_id}**", ""]
         out += [f"- **{k}**: {v}" for k, v in prov] + [""]
     if col.hidden:
-        out += [
-            "Same for every result: " + ", ".join(f"{IDENTITY_FIELDS[f]} = `{fmt_value(v)}`" for f, v in col.hidden.items()),
-            "",
-        ]
+        out += ["Same for every result: " + ", ".join(f"{name} = `{v}`{where}" for name, v, where in same_for_all(col)), ""]
     if rep.empty:
         out += [f"**No successful results**: {len(col.failures)} failed, see Failures below.", ""]
     for kind in kinds_present(col):
@@ -96,10 +102,12 @@ def render_markdown(rep: Report) -> str:
 
 HTML_STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222;max-width:1400px}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
+table{border-collapse:collapse;margin:1em 0;font-size:13px;max-width:100%}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;overflow-wrap:anywhere}div.table{overflow-x:auto}
 th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.excluded td{color:#8a8a8a;background:#f4f4f4}tr.warn td{background:#fff3d6}
 dl.prov{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px}dt{font-weight:600}
+dd{margin:0;overflow-wrap:anywhere}
 img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}.warn{color:#a00}code{background:#f4f4f4;padding:0 3px}
 """
 
@@ -120,14 +128,14 @@ def render_html(rep: Report) -> str:
     if col.hidden:
         parts.append(
             "<p>Same for every result: "
-            + ", ".join(f"{e(IDENTITY_FIELDS[f])} = <code>{e(fmt_value(v))}</code>" for f, v in col.hidden.items())
+            + ", ".join(f"{e(name)} = <code>{e(v)}</code>{e(where)}" for name, v, where in same_for_all(col))
             + "</p>"
         )
     if rep.empty:
         parts.append(f"<p class='warn'><b>No successful results</b>: {len(col.failures)} failed, see Failures below.</p>")
     for kind in kinds_present(col):
         header, cells = table_rows(col, kind)
-        parts.append(f"<h2>{e(KIND_TITLES[kind])}</h2>" + html_table(header, cells))
+        parts.append(f"<h2>{e(KIND_TITLES[kind])}</h2><div class='table'>" + html_table(header, cells) + "</div>")
     if rep.warnings:
         parts.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{e(w)}</li>" for w in rep.warnings) + "</ul>")
     if col.failures:
@@ -162,12 +170,7 @@ def render_console(rep: Report, console) -> None:
         for k, v in prov:
             console.print(Text.assemble((f"{k}: ", "bold"), v))
     if col.hidden:
-        console.print(
-            Text(
-                "same everywhere: " + ", ".join(f"{IDENTITY_FIELDS[f]}={fmt_value(v)}" for f, v in col.hidden.items()),
-                style="dim",
-            )
-        )
+        console.print(Text("same everywhere: " + ", ".join(f"{name}={v}{where}" for name, v, where in same_for_all(col)), style="dim"))
     for kind in kinds_present(col):
         header, cells = table_rows(col, kind)
         console.print(rich_table(header, cells, KIND_TITLES[kind]))
