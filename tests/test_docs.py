@@ -85,3 +85,94 @@ def test_documented_bench_commands_plan_with_dry_run(cpu_image, doc, cmd, tmp_pa
     p = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, env=os.environ | {"TOOLBOX_RESULTS_DIR": str(tmp_path)})
     assert p.returncode == 0, f"{doc}: `{cmd} --dry-run` failed: {p.stderr[-400:]}"
     assert "llama-bench -m" in p.stdout
+
+
+# --- the repository stands alone: every file a doc or a comment points at exists in it ------------------
+
+# Our own text: the docs, the test data's notes and the code (docs/data/ holds verbatim copies of posted
+# text, whose paths are the posters'; this file holds the patterns themselves).
+TEXT_FILES = [
+    REPO / "README.md",
+    REPO / "tasks.py",
+    REPO / "setup.sh",
+    REPO / "compose.yaml",
+    *sorted(p for p in (REPO / "docs").rglob("*.md") if "data" not in p.relative_to(REPO / "docs").parts[:1]),
+    REPO / "docs" / "data" / "README.md",
+    *sorted((REPO / "toolbox").rglob("*.py")),
+    *sorted(p for p in (REPO / "tests").glob("*.py") if p.name != "test_docs.py"),
+    *sorted((REPO / "tests" / "data").rglob("*.md")),
+    *sorted((REPO / "benchmarks").rglob("*.py")),
+    *sorted(p for p in (REPO / "containers").rglob("*") if p.is_file() and p.suffix in ("", ".sh", ".toml", ".md", ".py")),
+]
+# Places outside the repository that once stood in for files it did not have.
+OUTSIDE = re.compile(r"shared/(?:data|seed)|\bDESIGN\.md|\bSTYLE\.md|(?<!\[)data README")
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+REPO_PATH = re.compile(r"(?<![\w./<-])((?:docs|tests|toolbox|containers|benchmarks|\.ci)/[\w./-]*[\w/])")
+BARE_FILE = re.compile(r"(?<![\w./<-])([\w][\w.-]*\.(?:txt|log|json|jsonl|csv|sql|md))(?![\w/-])")
+# Files the toolbox writes at run time (results/<run_id>/...), and llama.cpp's and posters' own files
+# (named in prose about them; paths into llama.cpp's tree are written llama.cpp/...).
+NOT_IN_REPO = {
+    "report.md",
+    "run.json",
+    "rows.jsonl",
+    "quality.jsonl",
+    "CMakeLists.txt",
+    "system_info.json",
+    "raw_runs.jsonl",
+    "memtest_vulkan.log",
+}
+
+
+def referenced_paths(path: Path) -> list[tuple[str, Path | None]]:
+    """(reference as written, where it must be) for every file reference in one text file; None = found by name."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    out = []
+    if path.suffix == ".md":
+        for target in LINK.findall(text):
+            if not re.match(r"[a-z]+:", target):
+                out.append((target, (path.parent / target).resolve()))
+    for ref in REPO_PATH.findall(text):
+        out.append((ref, REPO / ref))
+    if path.suffix == ".md":  # in prose a bare file name is a reference; in code it is mostly an example
+        for name in BARE_FILE.findall(text):
+            if name not in NOT_IN_REPO:
+                out.append((name, None))
+    return out
+
+
+def test_every_referenced_file_exists_in_the_repository():
+    names = {p.name for p in REPO.rglob("*") if ".git" not in p.parts and ".venv" not in p.parts}
+    missing = []
+    for path in TEXT_FILES:
+        rel = path.relative_to(REPO).as_posix()
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for m in OUTSIDE.finditer(text):
+            missing.append(f"{rel}: refers to {m.group(0)!r}, which is outside the repository")
+        for ref, where in referenced_paths(path):
+            if (where is not None and not where.exists()) or (where is None and ref not in names):
+                missing.append(f"{rel}: {ref}")
+    assert not missing, "references to files the repository does not have:\n" + "\n".join(missing)
+
+
+def test_the_reference_check_finds_a_missing_file(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("See [the dump](data/nope.txt), docs/none.md and lspci-lscpu-gmktec-395.txt.\n")
+    refs = dict(referenced_paths(doc))
+    assert not refs["data/nope.txt"].exists() and not refs["docs/none.md"].exists()
+    assert refs["lspci-lscpu-gmktec-395.txt"] is None  # found by name: it is in docs/data/strix-halo-host/
+    assert OUTSIDE.search("from shared/data/strix-halo-host/") and OUTSIDE.search("(data README §3)")
+    assert not OUTSIDE.search("([data README](data/strix-halo-host/README.md) §3)")
+
+
+def test_every_setting_and_environment_variable_is_documented():
+    from toolbox.settings import Settings
+
+    doc = (REPO / "docs" / "settings.md").read_text()
+    for name in Settings.model_fields:
+        assert f"| `{name}` | `TOOLBOX_{name.upper()}` |" in doc, f"docs/settings.md: add a row for the setting {name}"
+    used = set()
+    for path in TEXT_FILES:
+        used |= set(re.findall(r"\bTOOLBOX_[A-Z][A-Z0-9_]*", path.read_text(encoding="utf-8", errors="replace")))
+    undocumented = sorted(v for v in used if f"`{v}`" not in doc)
+    assert not undocumented, f"docs/settings.md: document {undocumented}"
+    assert "toolbox.toml" in doc and "docs/settings.md" in (REPO / "toolbox" / "settings.py").read_text()

@@ -1,7 +1,7 @@
 """invoke doctor and the host collectors, on recorded Strix Halo trees and on this machine.
 
 The trees under tests/data/hosts/ are RECORDED DATA: sysfs / procfs files written only from values
-that Strix Halo owners posted publicly (shared/data/strix-halo-host); each tree's README names the
+that Strix Halo owners posted publicly (docs/data/strix-halo-host); each tree's README names the
 source of every value. This machine has no AMD GPU, so it is the "no GPU" case.
 """
 
@@ -28,8 +28,8 @@ HOSTS = Path(__file__).parent / "data" / "hosts"
 GOOD = HOSTS / "strix-halo-128g-good"
 BAD = HOSTS / "strix-halo-128g-96g-carveout-bad"
 REPO = Path(__file__).resolve().parent.parent
-# recorded data: tests/data/firmware/README.md names its source
-FIRMWARE_DUMP = Path(__file__).parent / "data" / "firmware" / "amdgpu-firmware-info-onexplayer-apex-395.txt"
+# recorded host data: docs/data/strix-halo-host/README.md names its source
+FIRMWARE_DUMP = Path(__file__).parent.parent / "docs" / "data" / "strix-halo-host" / "amdgpu-firmware-info-onexplayer-apex-395.txt"
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:

@@ -82,7 +82,7 @@ def test_build_args_pin_exact_package_versions():
 
 
 def test_tree_hash_python_agrees_with_the_shell_script(tmp_path):
-    """toolbox/source.py and containers/common/tree-hash.sh must give the same hash (online vs offline path)."""
+    """toolbox/build/source.py and containers/common/tree-hash.sh must give the same hash (online vs offline path)."""
     tree = tmp_path / "llama.cpp"
     for rel, content in {
         "CMakeLists.txt": "x",

@@ -1,5 +1,5 @@
 """Device setup and the "did this row run where it was meant to?" check, on device names posted from
-real Strix Halo machines (shared/data/strix-halo-host/llama-cpp-device-lines.txt) and a fake /dev
+real Strix Halo machines (docs/data/strix-halo-host/llama-cpp-device-lines.txt) and a fake /dev
 tree (this machine has no /dev/kfd: the fake is named as such)."""
 
 from __future__ import annotations
