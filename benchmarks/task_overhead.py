@@ -5,9 +5,10 @@
    timed from the shell; the difference of the medians is the harness's fixed cost per invocation.
 2. `invoke --list`: Python and invoke starting, the floor under any task.
 3. `invoke results` over a results directory of N runs (default 100, copies of the fixture runs
-   with fresh ids, finished as the toolbox finishes them), median of 5.
+   with fresh ids, finished as the toolbox finishes them), median of 5; and `invoke report RUN
+   --no-files` on one of them (a kv run, 96 results: the tables without plots), median of 5.
 
-    python3 benchmarks/task_overhead.py [--pairs 7] [--runs 100]
+    python3 benchmarks/task_overhead.py [--pairs 7] [--runs 100]     (--pairs 0: skip the bench pairs)
 
 Not a test: a benchmark that prints figures (docs/architecture.md quotes them).
 """
@@ -85,9 +86,12 @@ def results_listing(n: int) -> None:
         env = os.environ | {"TOOLBOX_RESULTS_DIR": str(results)}
         floor = statistics.median(timed(["invoke", "--list"], env) for _ in range(5))
         listing = statistics.median(timed(["invoke", "results"], env) for _ in range(5))
+        kv = next(p.name for p in sorted(results.iterdir()) if (read_meta(p).get("matrix") or {}).get("name") == "kv")
+        report = statistics.median(timed(["invoke", "report", kv, "--no-files"], env) for _ in range(5))
         as_json = json.loads(subprocess.run(["invoke", "results", "--json"], cwd=REPO, env=env, capture_output=True, text=True).stdout)
     print(f"invoke --list (Python + invoke start-up), median of 5: {floor:.2f} s")
     print(f"invoke results over {len(as_json)} runs ({rows} rows), median of 5: {listing:.2f} s")
+    print(f"invoke report {kv} --no-files (96 results, tables only), median of 5: {report:.2f} s")
 
 
 def main() -> None:
@@ -96,7 +100,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=100)
     args = ap.parse_args()
     results_listing(args.runs)
-    bench_pairs(args.pairs)
+    if args.pairs:
+        bench_pairs(args.pairs)
 
 
 if __name__ == "__main__":
