@@ -22,6 +22,9 @@ def test_entry_contents(results):
     assert len(table) == oplog.MAX_LINES
     # regressions are always among the key figures
     assert sum("SLOWER" in ln or "BROKEN" in ln for ln in table) == 10
+    # a broken side says so, without a ratio
+    broken = [ln for ln in table if "BROKEN" in ln]
+    assert len(broken) == 4 and all("[not counted: broken]" in ln and "| — |" in ln for ln in broken)
 
 
 def test_log_appends_with_header_once(results, tmp_path):

@@ -16,8 +16,8 @@ from pathlib import Path
 from toolbox.analysis import compare as cmp
 from toolbox.analysis.identity import IDENTITY_FIELDS
 from toolbox.errors import ToolboxError
-from toolbox.report.compare_view import fmt_p, fmt_ratio
-from toolbox.report.tables import fmt_ts, fmt_value, md_table
+from toolbox.report.compare_view import fmt_p, fmt_ratio, side
+from toolbox.report.tables import fmt_value, md_table
 
 HEADER = """# Optimization log
 
@@ -64,8 +64,8 @@ def entry(cr: cmp.CompareResult, title: str, note: str | None = None, when: date
         [fmt_value(ln.ident.get(f)) for f in cr.shown]
         + [
             ln.test,
-            fmt_ts(ln.base.summary) if ln.base else "failed",
-            fmt_ts(ln.new.summary) if ln.new else "failed",
+            side(ln.base),
+            side(ln.new),
             fmt_ratio(ln),
             fmt_p(ln.p_value),
             cmp.MARKS[ln.mark],
