@@ -66,7 +66,7 @@ def test_cpu_profile_runs_a_matrix_and_the_toolbox_reads_the_run(cpu_image, tiny
     listed = subprocess.run(["invoke", "results"], cwd=REPO, env=env | {"TOOLBOX_RESULTS_DIR": str(out)}, capture_output=True, text=True)
     assert listed.returncode == 0 and run_id in listed.stdout, listed.stderr
     report = subprocess.run(
-        ["invoke", "report", "--run-id", run_id, "--no-files"],
+        ["invoke", "report", run_id, "--no-files"],
         cwd=REPO,
         env=env | {"TOOLBOX_RESULTS_DIR": str(out)},
         capture_output=True,
