@@ -19,7 +19,7 @@ from toolbox.errors import ToolboxError
 from toolbox.settings import load_settings
 
 PINS = load_pins(load_settings().pins_file)
-TOOLS = ("llama-bench", "llama-server", "llama-cli", "llama-perplexity", "llama-quantize")
+TOOLS = ("llama-bench", "llama-server", "llama-cli", "llama-perplexity", "llama-quantize", "ggml-rpc-server")
 
 
 def run(image, *argv, model_dir=None, env=None) -> tuple[int, str, str]:

@@ -125,3 +125,12 @@ def test_broken_pins_file_is_one_line_error(tmp_path):
         load_pins(bad)
     with pytest.raises(ToolboxError, match="unknown backend 'metal'"):
         PINS.backend("metal")
+
+
+def test_every_image_builds_the_rpc_server():
+    """ggml-rpc-server (tools/rpc, built only with GGML_RPC=ON) is in every image and in the tree hash."""
+    for name, b in PINS.backends.items():
+        assert "-DGGML_RPC=ON" in b.cmake_flags, f"{name} is built without the RPC backend"
+    for script in [CONTAINERS / "common" / "build-llama.sh", *dockerfiles()]:
+        assert "ggml-rpc-server" in script.read_text(), f"{script} does not build ggml-rpc-server"
+    assert "tools/rpc" in (CONTAINERS / "common" / "tree-hash.sh").read_text()

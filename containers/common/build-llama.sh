@@ -4,7 +4,7 @@
 set -eu
 src=$1; build=$2; shift 2
 configure-llama.sh "$src" "$build" "$@"
-targets=${LLAMA_TARGETS:-llama-bench llama-server llama-cli llama-perplexity llama-quantize}
+targets=${LLAMA_TARGETS:-llama-bench llama-server llama-cli llama-perplexity llama-quantize ggml-rpc-server}
 # shellcheck disable=SC2086
 cmake --build "$build" --target $targets
 mkdir -p /opt/llama/bin /opt/llama/lib

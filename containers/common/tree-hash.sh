@@ -4,7 +4,7 @@
 # usage: tree-hash.sh <llama.cpp dir>   -> prints one sha256 hex digest
 set -eu
 cd "$1"
-find CMakeLists.txt cmake ggml src include common tools/CMakeLists.txt tools/llama-bench tools/perplexity tools/quantize tools/cli -type f -print0 \
+find CMakeLists.txt cmake ggml src include common tools/CMakeLists.txt tools/llama-bench tools/perplexity tools/quantize tools/cli tools/rpc -type f -print0 \
   | LC_ALL=C sort -z \
   | xargs -0 sha256sum \
   | sha256sum | cut -d' ' -f1

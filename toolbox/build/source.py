@@ -19,7 +19,7 @@ from toolbox.files import sha256_file
 # The files the benchmark tools are built from; containers/common/tree-hash.sh hashes the same set.
 TREE_HASH_PATHS = (
     "CMakeLists.txt", "cmake", "ggml", "src", "include", "common",
-    "tools/CMakeLists.txt", "tools/llama-bench", "tools/perplexity", "tools/quantize", "tools/cli",
+    "tools/CMakeLists.txt", "tools/llama-bench", "tools/perplexity", "tools/quantize", "tools/cli", "tools/rpc",
 )
 PYPI_SIMPLE = "https://pypi.org/simple/{package}/"
 
