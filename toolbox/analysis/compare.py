@@ -247,27 +247,32 @@ def _judge(b: list | None, n: list | None, bf: dict | None, nf: dict | None, *, 
         sides = [f"{s} {r.not_counted}" for s, r in (("BASE", br), ("NEW", nr)) if r.not_counted]
         line.note = "not counted: " + " and ".join(sides) + (" (quality check): its speed does not count" if line.mark == "broken" else "")
         return line
-    if br.summary and nr.summary:
-        cmp_ = stats.compare_samples(br.summary, nr.summary, test)
-        line.ratio, line.ratio_err, line.p_value = cmp_.ratio, cmp_.ratio_err, cmp_.p_value
-    if line.ratio is None:
+    if not (br.summary and nr.summary):
         line.note = "no t/s"
         return line
-    if line.p_value is None:
-        line.mark, line.note = "untested", "no raw samples on one side: no significance test"
+    cmp_, line.mark, line.note = judge_speed(br.summary, nr.summary, threshold=threshold, alpha=alpha, test=test)
+    line.ratio, line.ratio_err, line.p_value = cmp_.ratio, cmp_.ratio_err, cmp_.p_value
+    if line.mark == "untested":
         return line
-    significant = line.p_value < alpha
-    if significant and line.ratio >= 1 + threshold:
-        line.mark = "faster"
-    elif significant and line.ratio <= 1 - threshold:
-        line.mark = "slower"
-    else:
-        line.mark = "same"
-        if significant:
-            line.note = f"significant but within the {threshold:.0%} threshold"
     if nr.verdict == "degraded":
         line.note = (line.note + "; " if line.note else "") + "NEW output degraded (quality check)"
     return line
+
+
+def judge_speed(
+    base: stats.Summary, new: stats.Summary, *, threshold: float = 0.05, alpha: float = 0.05, test: str = "welch"
+) -> tuple[stats.Comparison, str, str]:
+    """(comparison, mark, note) of NEW's t/s against BASE's: 'faster' / 'slower' when significant (p < alpha) and at
+    least `threshold` apart, 'same' otherwise, 'untested' without raw samples. The one rule of compare, trends and answers."""
+    cmp_ = stats.compare_samples(base, new, test)
+    if cmp_.p_value is None:
+        return cmp_, "untested", "no raw samples on one side: no significance test"
+    significant = cmp_.p_value < alpha
+    if significant and cmp_.ratio >= 1 + threshold:
+        return cmp_, "faster", ""
+    if significant and cmp_.ratio <= 1 - threshold:
+        return cmp_, "slower", ""
+    return cmp_, "same", f"significant but within the {threshold:.0%} threshold" if significant else ""
 
 
 def _what_differs(bcol: rp.Collected, ncol: rp.Collected, keys: list[str]) -> str:

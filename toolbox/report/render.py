@@ -12,9 +12,11 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolbox.analysis.answer import Answer, answers
 from toolbox.analysis.identity import IDENTITY_FIELDS, Collected, collect, identity, model_name, test_name
 from toolbox.analysis.provenance import provenance
 from toolbox.errors import ToolboxError
+from toolbox.report import answer_view
 from toolbox.report.plots import Plot, make_plots
 from toolbox.report.tables import (
     KIND_TITLES,
@@ -41,6 +43,7 @@ class Report:
     files: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # plots or files that could not be written
     settings: dict = field(default_factory=dict)
+    answers: list[Answer] = field(default_factory=list)  # what the report leads with
 
     @property
     def empty(self) -> bool:
@@ -59,6 +62,8 @@ def same_for_all(col: Collected) -> list[tuple[str, str, str]]:
 def render_markdown(rep: Report) -> str:
     col, s = rep.collected, rep.settings
     out = [f"# llama.cpp benchmark report: {', '.join(rep.run_ids)}", ""]
+    out += answer_view.render_markdown(rep.answers)
+    out += ["## What ran", ""] if rep.answers else []
     for run_id, prov in rep.provenance:
         if len(rep.provenance) > 1:
             out += [f"**{run_id}**", ""]
@@ -108,6 +113,7 @@ th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.excluded td{color:#8a8a8a;background:#f4f4f4}tr.warn td{background:#fff3d6}
 dl.prov{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px}dt{font-weight:600}
 dd{margin:0;overflow-wrap:anywhere}
+section.answer{background:#f1f7f1;border:1px solid #b9d8b9;padding:0 1em;margin:1em 0}
 img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}.warn{color:#a00}code{background:#f4f4f4;padding:0 3px}
 """
 
@@ -120,6 +126,8 @@ def render_html(rep: Report) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>report {e(', '.join(rep.run_ids))}</title>"
         f"<style>{HTML_STYLE}</style></head><body>",
         f"<h1>llama.cpp benchmark report: {e(', '.join(rep.run_ids))}</h1>",
+        answer_view.render_html(rep.answers),
+        "<h2>What ran</h2>" if rep.answers else "",
     ]
     for run_id, prov in rep.provenance:
         if len(rep.provenance) > 1:
@@ -166,6 +174,7 @@ def render_console(rep: Report, console) -> None:
     from rich.text import Text
 
     col = rep.collected
+    answer_view.render_console(rep.answers, console)
     for _, prov in rep.provenance:
         for k, v in prov:
             console.print(Text.assemble((f"{k}: ", "bold"), v))
@@ -218,6 +227,7 @@ def build_report(
         plots,
         problems=problems,
         settings={"peak_bandwidth_gbs": peak_bandwidth_gbs, "peak_tflops": peak_tflops, "unstable_spread": unstable_spread},
+        answers=answers(col),
     )
 
 
