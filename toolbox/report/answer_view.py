@@ -51,7 +51,8 @@ def render_html(answers: list[Answer]) -> str:
     if not answers:
         return ""
     header, cells = answer_table(answers)
-    return f"<section class='answer'><h2>The answer</h2><p>{html.escape(INTRO)}</p><div class='table'>{html_table(header, cells)}</div></section>"
+    table = html_table(header, cells)
+    return f"<section class='answer'><h2>The answer</h2><p>{html.escape(INTRO)}</p><div class='table'>{table}</div></section>"
 
 
 def render_console(answers: list[Answer], console) -> None:
