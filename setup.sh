@@ -35,6 +35,14 @@ if ! command -v debootstrap >/dev/null; then
   fi
 fi
 
+# The site's browser tests (tests/test_site.py) drive Debian's chromium through chromedriver; they skip without them.
+if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null; then
+  say "installing chromium and chromium-driver (browser tests of invoke site; optional)"
+  as_root apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+    || { as_root apt-get update -qq && as_root apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } \
+    || say "chromium not installed: the site's browser tests will skip"
+fi
+
 # Python packages: into this Python if it allows it, else (PEP 668 "externally managed" system
 # Pythons, e.g. Ubuntu 24.04) into ./.venv, whose bin/ then holds `invoke`.
 if python3 -m pip install -q -e '.[test]' 2>/tmp/toolbox-pip.err; then

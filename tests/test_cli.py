@@ -61,6 +61,7 @@ def walk_cases():
         ("log", "ignore"): ["colour"],
         ("log", "file"): [blocker],
         ("doctor", "root"): ["/nonexistent"],
+        ("site", "out"): [blocker],
     }
     anything_goes = {("log", "note"): "free text"}
     # what a task needs besides the flag under test (its positionals, a required flag)

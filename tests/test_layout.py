@@ -25,6 +25,7 @@ LAYERS = [
     {"quality"},
     {"analysis"},
     {"report"},
+    {"site"},
     {"cli"},
 ]
 MAX_LINES = 420
