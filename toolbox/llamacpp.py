@@ -188,6 +188,58 @@ def kv_reject_reason(type_v, flash_attn) -> str | None:
     return None
 
 
+# --- FlashAttention kernels per K-V pair (HIP / CUDA build switch) --------------------------------------
+
+# ggml/cmake/common.cmake (ggml_cuda_fattn_vec_instances): the types a FlashAttention vector kernel
+# can be compiled for, and GGML_CUDA_FA_QUANTS's default (ggml/CMakeLists.txt). f32 K or V uses the
+# f16 instance (fattn.cu FATTN_VEC_CASE); iq4_nl has no FlashAttention kernel on HIP at all
+# (ggml_cuda_fattn_kv_type_supported), so the op leaves the GPU.
+FA_VEC_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "bf16", "f16")
+FA_QUANTS_DEFAULT = "q4_0-q4_0;q8_0-q8_0;f16-f16;bf16-bf16"
+# ggml_cuda_flash_attn_ext_vec() in ggml/src/ggml-cuda/fattn.cu: printed once per process, for the
+# first pair that has no compiled vector kernel (token generation only: the batched kernels convert
+# K and V to f16 for every pair anyway).
+_FA_FALLBACK = re.compile(r"no FlashAttention vector kernel compiled for K/V types ([a-z0-9_]+)-([a-z0-9_]+)")
+
+
+def fa_compiled_pairs(cmake_flags) -> set[tuple[str, str]] | None:
+    """The (K, V) pairs a HIP/CUDA build has FlashAttention vector kernels for; None if not such a build."""
+    flags = cmake_flags.split() if isinstance(cmake_flags, str) else list(cmake_flags or [])
+    if not any(f in ("-DGGML_HIP=ON", "-DGGML_CUDA=ON") for f in flags):
+        return None
+    value = next((f.split("=", 1)[1] for f in flags if f.split("=", 1)[0].split(":")[0] == "-DGGML_CUDA_FA_QUANTS"), FA_QUANTS_DEFAULT)
+    value = value.strip().lower()
+    if value == "all":
+        return {(k, v) for k in FA_VEC_TYPES for v in FA_VEC_TYPES}
+    pairs = {("f16", "f16")}
+    for combo in value.replace(",", ";").split(";"):
+        if combo.strip():
+            k, _, v = combo.strip().partition("-")
+            pairs.add((k, v))
+    return pairs
+
+
+def fa_fallbacks(log_text: str) -> set[tuple[str, str]]:
+    """K-V pairs a llama.cpp log says had no FlashAttention vector kernel (converted to f16 instead)."""
+    return {(m.group(1), m.group(2)) for m in _FA_FALLBACK.finditer(log_text or "")}
+
+
+def row_fa_fallback(row: dict, log_text: str, cmake_flags=None) -> bool | None:
+    """Did this row's token generation take the f16 detour? True/False for a flash-attention row with
+    tokens generated, None when the question does not apply (no generation, flash attention off)."""
+    if not row.get("n_gen") or fa_value(row.get("flash_attn"), strict=False) == 0:
+        return None
+    pair = tuple(str(row.get(t) or "f16").strip().lower() for t in ("type_k", "type_v"))
+    if pair in fa_fallbacks(log_text):
+        return True
+    # llama.cpp names only the first pair per process: the image's compiled pairs answer for the rest
+    # (f32 runs through the f16 kernel, fattn.cu FATTN_VEC_CASE).
+    compiled = fa_compiled_pairs(cmake_flags)
+    if compiled is not None and all(t in (*FA_VEC_TYPES, "f32") for t in pair):
+        return tuple("f16" if t == "f32" else t for t in pair) not in compiled
+    return False
+
+
 # --- backends -------------------------------------------------------------------------------------------
 
 # The toolbox's backends: an image flavour each (containers/pins.toml [backends.*]).

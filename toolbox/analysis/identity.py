@@ -127,6 +127,7 @@ class Result:
     roofline: rf.Roofline | None = None
     quality: dict | None = None
     device_ok: bool | None = None
+    fa_fallback: bool | None = None
     n_rows: int = 1
 
     @property
@@ -136,7 +137,7 @@ class Result:
     @property
     def not_counted(self) -> str | None:
         """Why this result is not a result (quality.gate: 'broken', 'off-device'), None when it counts."""
-        return gate.not_counted("ok", self.device_ok, self.verdict)
+        return gate.not_counted("ok", self.device_ok, self.verdict, self.fa_fallback)
 
 
 @dataclass
@@ -204,6 +205,7 @@ def collect(
         res.quality = config_quality.get((k[0], quality_key(first)))
         oks = [r.get("device_ok") for r in rows]
         res.device_ok = False if False in oks else True if oks and all(o is True for o in oks) else None
+        res.fa_fallback = True if any(r.get("fa_fallback") for r in rows) else None
         results.append(res)
     failures = [row for k, row in failed.items() if k not in pools]
     results.sort(key=sort_key)

@@ -128,7 +128,7 @@ def run_streaming(
         alive.clear()
         stderr_thread.join(timeout=10)
         remove(container)
-    return Streamed(code, timed_out.is_set(), stop is not None and stop.is_set(), time.monotonic() - t0, tail(_read(stderr_path)))
+    return Streamed(code, timed_out.is_set(), stop is not None and stop.is_set(), time.monotonic() - t0, tail(read_log(stderr_path)))
 
 
 @dataclass
@@ -165,7 +165,8 @@ def _copy_stderr(container, path: Path) -> None:
             out.flush()
 
 
-def _read(path: Path) -> str:
+def read_log(path: Path) -> str:
+    """A log file written so far (empty when it is not there yet)."""
     try:
         return Path(path).read_text(errors="replace")
     except OSError:

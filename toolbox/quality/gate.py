@@ -5,7 +5,9 @@ output is broken, or that could not be checked, has no speed worth reporting; de
 quantized KV cache) counts where the user accepts it.
 
 Reports, plots, comparisons and the bench summary ask `not_counted()` of every result: a failed row,
-a row that ran on another device than intended (`device_ok` false) and broken output are never the
+a row that ran on another device than intended (`device_ok` false), a row whose flash attention took
+llama.cpp's f16 detour for want of a compiled kernel (`fa_fallback` true: the number measures the
+build, not the KV type it is labelled with) and broken output are never the
 best, never set a colour scale or a ratio, and are shown greyed with the reason it returns. A result
 that was never checked still counts there (most runs are not checked; the check gate above is the
 place that demands a verdict).
@@ -20,24 +22,32 @@ NOT_COUNTED = {
     "failed": "failed: no speed was measured",
     "off-device": "ran on another device than intended (device_ok false): the number is not the backend's",
     "broken": "output is wrong (quality check: broken): its speed means nothing",
+    "fallback": (
+        "no FlashAttention kernel was compiled for these K/V types (fa_fallback): llama.cpp converted K and V to f16"
+        " first, so the number measures that detour, not the KV type (build with GGML_CUDA_FA_QUANTS=all)"
+    ),
 }
 
 
-def not_counted(status: str | None = "ok", device_ok: bool | None = None, verdict: str | None = None) -> str | None:
-    """The reason a result is not a result ('failed', 'off-device', 'broken'; see NOT_COUNTED), None when it counts."""
+def not_counted(
+    status: str | None = "ok", device_ok: bool | None = None, verdict: str | None = None, fa_fallback: bool | None = None
+) -> str | None:
+    """The reason a result is not a result ('failed', 'off-device', 'broken', 'fallback'; see NOT_COUNTED), None when it counts."""
     if (status or "ok") != "ok":
         return "failed"
     if verdict == "broken":
         return "broken"
     if device_ok is False:
         return "off-device"
+    if fa_fallback:
+        return "fallback"
     return None
 
 
 def row_not_counted(row: dict) -> str | None:
-    """not_counted() of one stored row (its status, device_ok and quality verdict)."""
+    """not_counted() of one stored row (its status, device_ok, quality verdict and fa_fallback)."""
     q = row.get("quality")
-    return not_counted(row.get("status"), row.get("device_ok"), q.get("verdict") if isinstance(q, dict) else None)
+    return not_counted(row.get("status"), row.get("device_ok"), q.get("verdict") if isinstance(q, dict) else None, row.get("fa_fallback"))
 
 
 def acceptable(verdict: str | None, *, allow_degraded: bool = True) -> bool:

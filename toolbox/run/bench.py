@@ -17,11 +17,19 @@ from pathlib import Path
 
 from toolbox.build.images import find_image
 from toolbox.engine.client import docker_client
-from toolbox.engine.container import ContainerSpec, in_container, model_mount, remove_leftovers, run_streaming, tool_help
+from toolbox.engine.container import (
+    ContainerSpec,
+    in_container,
+    model_mount,
+    read_log,
+    remove_leftovers,
+    run_streaming,
+    tool_help,
+)
 from toolbox.engine.devices import device_setup, row_device_ok
 from toolbox.errors import ToolboxError
 from toolbox.files import now_iso
-from toolbox.llamacpp import BACKENDS, PARAM_FLAGS, fa_value
+from toolbox.llamacpp import BACKENDS, PARAM_FLAGS, fa_value, row_fa_fallback
 from toolbox.parse import parse_jsonl_line
 from toolbox.run import plan as plan_view
 from toolbox.run.context import RunContext, Stopped, stop_on_signals
@@ -243,6 +251,9 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
     got: set[str] = set()
     unmatched = list(group.cases)
     target = ctx.setups[group.backend].target
+    stderr_path = ctx.writer.logs_dir / f"{group.group_id}.stderr.log"
+    labels = (ctx.writer.meta.get("images", {}).get(group.backend) or {}).get("labels") or {}
+    cmake_flags = labels.get("org.strix-toolbox.cmake-flags")
 
     def on_line(line: str) -> None:
         lb_row = parse_jsonl_line(line)
@@ -252,7 +263,17 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
         if case is not None:
             unmatched.remove(case)
             got.add(case.case_id)
-        row = _row(ctx, group, lb_row, case_id=case.case_id if case else None, device_ok=row_device_ok(lb_row, target), status="ok")
+        # llama.cpp logs the f16 detour on stderr while the test runs, before the row reaches stdout
+        fallback = row_fa_fallback(lb_row, read_log(stderr_path), cmake_flags)
+        row = _row(
+            ctx,
+            group,
+            lb_row,
+            case_id=case.case_id if case else None,
+            device_ok=row_device_ok(lb_row, target),
+            fa_fallback=fallback,
+            status="ok",
+        )
         ctx.writer.append(row)
         result.rows.append(row)
         result.ok += 1
@@ -270,7 +291,7 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
         ctx.client,
         spec,
         timeout_s=ctx.plan.timeout_s or ctx.settings.group_timeout_s,
-        stderr_path=ctx.writer.logs_dir / f"{group.group_id}.stderr.log",
+        stderr_path=stderr_path,
         on_line=on_line,
         stop=ctx.stop,
     )

@@ -27,6 +27,7 @@ OUR_FIELDS = (
     "env",
     "model_sha256",
     "device_ok",
+    "fa_fallback",
     "quality",
     "source",
 )
@@ -67,6 +68,7 @@ def make_row(llama_bench_row: dict, **ours) -> dict:
         "env": {},
         "model_sha256": None,
         "device_ok": None,
+        "fa_fallback": None,
         "quality": None,
         "source": None,
     }
