@@ -62,6 +62,14 @@ def walk_cases():
         ("log", "file"): [blocker],
         ("doctor", "root"): ["/nonexistent"],
         ("site", "out"): [blocker],
+        ("tune", "model"): ["/nonexistent.gguf"],
+        ("tune", "goal"): ["speed", "chatt"],
+        ("tune", "weights"): ["pp=x", "pp=0,tg=0", "qq=5"],
+        ("tune", "budget"): ["soon", "0m", "-5"],
+        ("tune", "backend"): ["nonsense"],
+        ("tune", "space"): ["nonsense"],
+        ("tune", "resume"): ["nonexistent"],
+        ("tune", "search"): ["random"],
     }
     anything_goes = {("log", "note"): "free text"}
     # what a task needs besides the flag under test (its positionals, a required flag)

@@ -24,6 +24,7 @@ LAYERS = [
     {"run"},
     {"quality"},
     {"analysis"},
+    {"tune"},
     {"report"},
     {"site"},
     {"cli"},

@@ -244,3 +244,15 @@ def row_fa_fallback(row: dict, log_text: str, cmake_flags=None) -> bool | None:
 
 # The toolbox's backends: an image flavour each (containers/pins.toml [backends.*]).
 BACKENDS = ("rocm", "vulkan", "cpu")
+
+# --- the serving tools ------------------------------------------------------------------------------
+
+# llama-bench parameter -> the flag llama-server and llama-cli (common arguments) take for the same
+# setting at the pinned commit (checked against their --help in the images by tests/test_tune.py).
+# The test shape (n_prompt, n_gen, n_depth) has none: a server's context size is -c.
+SERVER_FLAGS = {
+    "n_batch": "-b", "n_ubatch": "-ub", "type_k": "-ctk", "type_v": "-ctv", "flash_attn": "-fa",
+    "n_threads": "-t", "n_gpu_layers": "-ngl", "n_cpu_moe": "-ncmoe", "split_mode": "-sm", "main_gpu": "-mg",
+    "no_kv_offload": "-nkvo", "devices": "-dev", "tensor_split": "-ts", "load_mode": "-lm",
+    "cpu_mask": "-C", "cpu_strict": "--cpu-strict", "poll": "--poll",
+}  # fmt: skip

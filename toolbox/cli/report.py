@@ -62,6 +62,12 @@ def report(c, run_ids=None, out=None, active_params=None, no_files=False):
     screen = console()
     rep = make_report(settings(), run_ids or None, out_dir=out, active_params=active_params, write=not no_files)
     render_console(rep, screen)
+    for meta in rep.collected.metas:
+        if meta.get("kind") == "tune":  # the race's answer, as invoke tune printed it
+            from toolbox.report.tune_view import print_answer
+
+            screen.print(f"tune run {meta.get('run_id')}:", markup=False)
+            print_answer(screen, meta)
     if rep.files:
         screen.print("written: " + ", ".join(str(f) for f in rep.files))
 

@@ -96,7 +96,6 @@ def bench(
     """`invoke bench`: plan, check, run every group, return what was measured (rows are on disk already)."""
     from rich.console import Console
 
-    from toolbox.build.images import build as build_image
     from toolbox.build.images import image_info
     from toolbox.model import model_identity, resolve_models
 
@@ -120,17 +119,7 @@ def bench(
 
     # --- checks before any container starts ---
     setups = {b: device_setup(b, settings.host_root, allow_cpu_vulkan) for b in backends}
-    images = {}
-    for b in backends:
-        tag = find_image(settings, b, client)
-        if tag is None:
-            if not build_missing:
-                hint = f"invoke build {b}" + (" (add --offline without a registry)" if b != "rocm" else "")
-                raise ToolboxError(f"no {b} image built from the current pins", f"run `{hint}`, or add --build")
-            tag = build_image(settings, b).tag
-        images[b] = tag
-    for b, tag in images.items():
-        check_flags(plan, b, tool_help(client, tag, "llama-bench", settings.cache_dir))
+    images = prepare_images(settings, client, plan, backends, build_missing)
     commands = [(g, g.args(in_container(g.model), plan.repetitions, plan.warmup)) for g in plan.groups]
     result = BenchResult(None, None, plan, commands)
     plan_view.print_plan(console, plan, images, commands, settings)
@@ -158,16 +147,7 @@ def bench(
             },
         )
     result.run_id, result.run_dir = writer.run_id, writer.path
-    ctx = RunContext(
-        settings,
-        client,
-        writer,
-        plan,
-        images,
-        image_ids={b: writer.meta.get("images", {}).get(b, {}).get("id") for b in backends},
-        setups=setups,
-        model_sha={m["path"]: m["sha256"] for m in writer.meta.get("models", [])},
-    )
+    ctx = make_context(settings, client, writer, plan, images, setups)
 
     todo = [c for c in plan.cases if c.case_id not in done]
     result.skipped_done = len(plan.cases) - len(todo)
@@ -186,7 +166,7 @@ def bench(
                 if ctx.stop.is_set():
                     raise Stopped
                 progress.update(task, description=f"group {i + 1}/{len(groups)} ({group.backend}, {len(group.cases)} cases)")
-                _run_with_fallback(ctx, result, group)
+                run_group(ctx, result, group)
                 if plan.cooldown_s and i + 1 < len(groups):
                     ctx.stop.wait(plan.cooldown_s)
     except (Stopped, KeyboardInterrupt):
@@ -205,7 +185,39 @@ def bench(
     return result
 
 
-def _run_with_fallback(ctx: RunContext, result: BenchResult, group: Group) -> None:
+def prepare_images(settings: Settings, client, plan: Plan, backends: list[str], build_missing: bool = False) -> dict[str, str]:
+    """backend -> the image built from the current pins (built first when asked), each checked to know every flag the plan uses."""
+    from toolbox.build.images import build as build_image
+
+    images = {}
+    for b in backends:
+        tag = find_image(settings, b, client)
+        if tag is None:
+            if not build_missing:
+                hint = f"invoke build {b}" + (" (add --offline without a registry)" if b != "rocm" else "")
+                raise ToolboxError(f"no {b} image built from the current pins", f"run `{hint}`, or add --build")
+            tag = build_image(settings, b).tag
+        images[b] = tag
+    for b, tag in images.items():
+        check_flags(plan, b, tool_help(client, tag, "llama-bench", settings.cache_dir))
+    return images
+
+
+def make_context(settings: Settings, client, writer: RunWriter, plan: Plan, images: dict, setups: dict) -> RunContext:
+    """The context the groups of a run share (image ids and model hashes as run.json recorded them)."""
+    return RunContext(
+        settings,
+        client,
+        writer,
+        plan,
+        images,
+        image_ids={b: writer.meta.get("images", {}).get(b, {}).get("id") for b in images},
+        setups=setups,
+        model_sha={m["path"]: m["sha256"] for m in writer.meta.get("models", [])},
+    )
+
+
+def run_group(ctx: RunContext, result: BenchResult, group: Group) -> None:
     """Run a group; if it dies, run its missing cases one per process so one bad case can't take the rest down."""
     got, err = _run_one(ctx, result, group)
     missing = [c for c in group.cases if c.case_id not in got]

@@ -33,6 +33,7 @@ OPTIONS = {
     "shuffle",
     "seed",
     "timeout_s",
+    "tune",  # invoke tune only: dimensions per backend (docs/tune.md); bench ignores it
 }
 
 

@@ -1,0 +1,83 @@
+"""Does `invoke tune` find the grid's answer in a third of the grid's time? Prints figures.
+
+On each backend, the same space and goal are searched twice, each into its own run: `--search grid`
+(every candidate at full size and full repetitions, then the same quality gate) and the default
+search (screening, successive halving, the gate, confirmation). Printed: the grid's best, tune's
+choice, whether they agree or are within noise of each other (Welch's t-test on the grid's own
+samples of both configurations, as tune judges its runner-up), and the machine time each spent.
+
+    python3 benchmarks/tune_vs_grid.py [--backends cpu,vulkan] [--goal chat] [--space benchmarks/matrices/tune-bench.toml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from toolbox.analysis.stats import compare_samples  # noqa: E402
+from toolbox.settings import load_settings  # noqa: E402
+from toolbox.tune.driver import tune  # noqa: E402
+from toolbox.tune.search import ALPHA  # noqa: E402
+
+
+def race(settings, backend: str, search: str, args):
+    return tune(
+        settings,
+        backend=backend,
+        space=args.space,
+        goal=args.goal,
+        depth=args.depth,
+        budget=args.budget,
+        search=search,
+        allow_cpu_vulkan=backend == "vulkan",
+        allow_degraded=args.allow_degraded,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", default="cpu,vulkan")
+    ap.add_argument("--goal", default="chat")
+    ap.add_argument("--depth", type=int, default=None)
+    ap.add_argument("--space", default=str(REPO / "benchmarks" / "matrices" / "tune-bench.toml"))
+    ap.add_argument("--budget", default="2h")
+    ap.add_argument("--allow-degraded", action="store_true")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(results_dir=Path(tmp) / "results", offline=True)
+        print(f"goal {args.goal}, space {Path(args.space).name}, a 2-core CI machine without a GPU (lavapipe = Mesa's software Vulkan)")
+        print(f"{'backend':8} {'cands':>5} {'grid best':40} {'tune choice':40} {'same?':24} {'grid s':>7} {'tune s':>7} {'ratio':>6}")
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            grid = race(settings, backend, "grid", args)
+            fast = race(settings, backend, "halving", args)
+            g, t = grid.race.winner, fast.race.winner
+            if g is None or t is None:
+                print(f"{backend:8} nothing recommended (grid: {grid.race.outcome}, tune: {fast.race.outcome})")
+                continue
+            if g.cand.key == t.cand.key:
+                verdict = "same configuration"
+            else:
+                # both configurations as the grid measured them, by the test tune uses against its runner-up
+                other = grid.race.standings[t.cand.key].confirm
+                c = compare_samples(other, g.confirm) if other else None
+                if c is None or c.p_value is None:
+                    verdict = "differs (untested)"
+                else:
+                    verdict = f"{'within noise' if c.p_value >= ALPHA else 'differs'} (x{c.ratio:.3f}, p={c.p_value:.2g})"
+            gs, ts = grid.race.clock.spent, fast.race.clock.spent
+            print(
+                f"{backend:8} {len(grid.race.standings):5d} {grid.race.name(g)[:40]:40} {fast.race.name(t)[:40]:40} "
+                f"{verdict[:24]:24} {gs:7.1f} {ts:7.1f} {ts / gs:6.2f}"
+            )
+            print(f"         grid best {g.confirm.median:.1f} t/s; tune's choice {t.confirm.median:.1f} t/s in its own run")
+            print(f"         target: tune <= 1/3 of the grid's time: {'met' if ts <= gs / 3 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""invoke tune without containers: goals and their formula, budgets, the space and its removals, command lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from toolbox.engine.devices import DeviceSetup
+from toolbox.errors import ToolboxError
+from toolbox.tune import goals
+from toolbox.tune.answer import commands, context_size, interval, tool_args
+from toolbox.tune.measure import parse_budget
+from toolbox.tune.space import build_space, label, varying
+
+SPACES = Path(__file__).resolve().parent / "data" / "tune"
+
+
+def test_goal_score_is_the_request_throughput():
+    chat = goals.make_goal("chat")
+    # 512 tokens at 1000 t/s (0.512 s) + 128 at 10 t/s (12.8 s): 640 tokens in 13.312 s
+    assert goals.score(chat, 1000.0, 10.0) == pytest.approx(640 / 13.312)
+    assert goals.score(goals.make_goal("prefill"), 1000.0, None) == 1000.0
+    assert goals.score(goals.make_goal("generate"), None, 12.5) == 12.5
+    assert goals.score(chat, None, 10.0) is None
+    assert goals.scores(chat, [1000.0, 2000.0], [10.0, 10.0, 11.0]) == pytest.approx([640 / 13.312, 640 / 13.056])
+
+
+def test_goal_depth_and_weights_replace_the_presets():
+    g = goals.make_goal("long-context", depth=2048, weights="pp=100,tg=0")
+    assert (g.n_prompt, g.n_gen, g.depth) == (100, 0, 2048) and "pp t/s at depth 2048" in g.formula
+    assert goals.make_goal("mixed").depth == 4096 and goals.screen_gen(goals.make_goal("mixed")) == goals.SCREEN_MAX_GEN
+    with pytest.raises(ToolboxError, match="unknown goal 'chatt'.*did you mean 'chat'"):
+        goals.make_goal("chatt")
+    for bad in ("pp=x", "pp=0,tg=0", "qq=5", "pp"):
+        with pytest.raises(ToolboxError):
+            goals.parse_weights(bad)
+
+
+@pytest.mark.parametrize("text,seconds", [("30m", 1800), ("90s", 90), ("1h30m", 5400), ("2h", 7200), ("5", 300), ("1.5m", 90)])
+def test_budget_durations(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "0m", "-5", "", "m"])
+def test_bad_budgets(text):
+    with pytest.raises(ToolboxError):
+        parse_budget(text)
+
+
+def test_space_removes_what_llama_cpp_rejects_and_adds_backend_dimensions():
+    sp = build_space(str(SPACES / "small.toml"), goals.make_goal("chat"), ["cpu", "vulkan"], "/m/tiny.gguf")
+    # fa on: 2 ubatch x 2 KV pairs; fa off: q4_0 V removed -> 2 ubatch x f16; per backend
+    assert len(sp.candidates) == 2 * (4 + 2)
+    assert all(c.params.get("n_threads") == 2 for c in sp.candidates if c.backend == "cpu")
+    assert not any("n_threads" in c.params for c in sp.candidates if c.backend == "vulkan")
+    assert all(len(c.screen) == 2 and len(c.confirm) == 2 for c in sp.candidates)
+    tg_screen = [c for cand in sp.candidates for c in cand.screen if c.p["n_gen"]]
+    assert {c.p["n_gen"] for c in tg_screen} == {32} and {c.p["n_gen"] for cand in sp.candidates for c in cand.confirm} >= {128}
+    assert all(len(g.cases) > 1 for g in sp.screen.groups), "screening shares processes (one model load per group)"
+    assert {"backend", "flash_attn", "n_ubatch", "type_k"} <= set(varying(sp.candidates))
+    assert "n_ubatch=128" in label(sp.candidates[0])
+
+
+def test_goal_shape_wins_over_the_space_file():
+    sp = build_space(str(SPACES / "small.toml"), goals.make_goal("prefill", depth=64), ["cpu"], "/m/tiny.gguf")
+    assert all(len(c.confirm) == 1 and c.confirm[0].p["n_prompt"] == 2048 and c.confirm[0].p["n_depth"] == 64 for c in sp.candidates)
+
+
+def test_an_empty_space_is_one_line():
+    with pytest.raises(ToolboxError, match="empty.*needs flash attention"):
+        build_space(str(SPACES / "empty.toml"), goals.make_goal("chat"), ["cpu"], "/m/tiny.gguf")
+
+
+def test_the_preset_space_is_valid_on_every_backend():
+    for b, n in (("cpu", 96), ("vulkan", 32), ("rocm", 64)):
+        sp = build_space("tune", goals.make_goal("chat"), [b], "/m/x.gguf")
+        assert len(sp.candidates) == n, b
+
+
+def test_command_lines_carry_every_setting():
+    sp = build_space(str(SPACES / "small.toml"), goals.make_goal("chat", depth=8000), ["cpu"], "/m/tiny.gguf")
+    cand = next(c for c in sp.candidates if c.params["type_k"] == "q4_0")
+    args, left = tool_args(cand.params, 9216)
+    assert args[args.index("-ctk") + 1] == "q4_0" and args[args.index("-fa") + 1] == "on" and args[-2:] == ["-c", "9216"]
+    assert not left
+    assert context_size(goals.make_goal("chat", depth=8000)) == 9216
+
+    class FakeRace:  # only what commands() reads
+        goal = goals.make_goal("chat")
+
+    class S:
+        pass
+
+    s = S()
+    s.cand = cand
+    setup = DeviceSetup(["/dev/kfd", "/dev/dri/renderD128"], [44, 992], ["seccomp=unconfined"], target="gpu")
+    cand.env = {"ROCBLAS_USE_HIPBLASLT": "1"}
+    out = commands(s, FakeRace(), "strix-toolbox/llama-rocm:x", setup, "/home/u/models/m.gguf")
+    assert out["llama_server"].startswith("llama-server -m /models/m.gguf") and "--port 8080" in out["llama_server"]
+    assert "--device /dev/kfd" in out["docker_run"] and "--group-add 992" in out["docker_run"]
+    assert "-e ROCBLAS_USE_HIPBLASLT=1" in out["docker_run"] and "/home/u/models:/models:ro" in out["docker_run"]
+    assert '"ROCBLAS_USE_HIPBLASLT": "1"' in out["compose"] and out["env"] == "ROCBLAS_USE_HIPBLASLT=1"
+
+
+def test_interval_needs_two_samples():
+    from toolbox.analysis.stats import summarize
+
+    lo, hi = interval(summarize([10.0, 11.0, 12.0]))
+    assert lo < 11.0 < hi and hi - lo == pytest.approx(2 * 4.302653 * 1 / 3**0.5, rel=1e-4)
+    assert interval(summarize([10.0])) is None
