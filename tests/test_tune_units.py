@@ -109,3 +109,63 @@ def test_interval_needs_two_samples():
     lo, hi = interval(summarize([10.0, 11.0, 12.0]))
     assert lo < 11.0 < hi and hi - lo == pytest.approx(2 * 4.302653 * 1 / 3**0.5, rel=1e-4)
     assert interval(summarize([10.0])) is None
+
+
+def _race(allow_degraded=False, verdicts=None):
+    """A race over the small space whose standings are set by hand (the gate and the decision only)."""
+    from toolbox.analysis.stats import summarize
+    from toolbox.tune.measure import Clock
+    from toolbox.tune.search import Race
+
+    sp = build_space(str(SPACES / "small.toml"), goals.make_goal("chat"), ["cpu"], "/m/tiny.gguf")
+    checked = []
+
+    def quality_of(cand):
+        checked.append(cand.key)
+        return {"verdict": verdicts(cand), "kld_mean": 0.5, "top1_agree": 0.9}
+
+    race = Race(sp, goals.make_goal("chat"), None, Clock(600), quality_of, allow_degraded=allow_degraded)
+    # q4_0 fastest, then f16 by micro-batch: a realistic order
+    for i, s in enumerate(sorted(race.standings.values(), key=lambda s: (s.cand.params["type_v"] != "q4_0", s.cand.key))):
+        s.screen = summarize([100.0 - i])
+        s.rung = 1
+    return race, checked
+
+
+def test_the_gate_walks_past_degraded_and_broken_configurations():
+    race, checked = _race(verdicts=lambda c: "degraded" if c.params["type_v"] == "q4_0" else "same")
+    race._gate(race._ranked(), 3, stage="screen")
+    assert len(race.finalists) == 3 and all(s.cand.params["type_v"] == "f16" for s in race.finalists)
+    q4 = [s for s in race.standings.values() if s.cand.params["type_v"] == "q4_0"]
+    assert all(s.status == "dropped" and "--allow-degraded" in s.why for s in q4)
+    assert len(checked) == 5, "checked down the ranking until three passed"
+
+    race, _ = _race(allow_degraded=True, verdicts=lambda c: "degraded" if c.params["type_v"] == "q4_0" else "same")
+    race._gate(race._ranked(), 3, stage="screen")
+    assert [s.cand.params["type_v"] for s in race.finalists] == ["q4_0", "q4_0", "f16"]
+
+
+def test_all_broken_recommends_nothing():
+    from toolbox.tune.driver import TuneResult, tune_exit
+
+    race, _ = _race(allow_degraded=True, verdicts=lambda c: "broken")
+    race._gate(race._ranked(), 3, stage="screen")
+    race._decide()
+    assert race.outcome == "all-broken" and race.winner is None and not race.finalists
+    assert all("never recommended" in s.why for s in race.standings.values())
+    code, msg = tune_exit(TuneResult("r", Path("/r"), "complete", race, {}))
+    assert code == 1 and "broken" in msg
+
+
+def test_the_winner_is_tested_against_the_runner_up():
+    from toolbox.analysis.stats import summarize
+
+    race, _ = _race(verdicts=lambda c: "same")
+    race._gate(race._ranked(), 3, stage="screen")
+    for s, base in zip(race.finalists, (100.0, 99.9, 80.0)):
+        s.confirm = summarize([base, base + 0.2, base - 0.2])
+    race._decide()
+    assert race.outcome == "recommended" and race.winner.confirm.median == 100.0
+    assert race.runner_up.confirm.median == 99.9 and not race.significant(), "0.1 % apart with 0.2 % noise: within noise"
+    assert "not significant" in race.margin_text()
+    assert race.finalists[2].status == "dropped" and "confirmed slower" in race.finalists[2].why
