@@ -52,7 +52,7 @@ def test_space_removes_what_llama_cpp_rejects_and_adds_backend_dimensions():
     sp = build_space(str(SPACES / "small.toml"), goals.make_goal("chat"), ["cpu", "vulkan"], "/m/tiny.gguf")
     # fa on: 2 ubatch x 2 KV pairs; fa off: q4_0 V removed -> 2 ubatch x f16; per backend
     assert len(sp.candidates) == 2 * (4 + 2)
-    assert all(c.params.get("n_threads") == 2 for c in sp.candidates if c.backend == "cpu")
+    assert all(c.params.get("n_threads") == 1 for c in sp.candidates if c.backend == "cpu")
     assert not any("n_threads" in c.params for c in sp.candidates if c.backend == "vulkan")
     assert all(len(c.screen) == 2 and len(c.confirm) == 2 for c in sp.candidates)
     tg_screen = [c for cand in sp.candidates for c in cand.screen if c.p["n_gen"]]

@@ -30,6 +30,8 @@ class LiveView:
     def __exit__(self, *exc):
         if self.live is not None:
             self.live.stop()
+            if not self.console.is_terminal:
+                self.console.line()  # a stopped Live leaves the cursor after its last line on a pipe
         return False
 
     def update(self, race) -> None:
