@@ -149,8 +149,15 @@ class Collected:
     shown: list[str] = field(default_factory=list)
 
 
+def _hkey(v):
+    """A hashable, type-exact key of an identity value (1, 1.0, True and "1" stay apart); JSON only for lists and dicts."""
+    if v is None or isinstance(v, (str, int, float)):
+        return (type(v).__name__, v)
+    return ("json", json.dumps(v, sort_keys=True, default=str))
+
+
 def _key(run_id: str, ident: dict) -> tuple:
-    return (run_id, *(json.dumps(ident[f], sort_keys=True, default=str) for f in IDENTITY_FIELDS))
+    return (run_id, *(_hkey(ident[f]) for f in IDENTITY_FIELDS))
 
 
 def collect(
@@ -244,7 +251,7 @@ def visible_fields(idents: list[dict]) -> tuple[list[str], dict]:
     for f in IDENTITY_FIELDS:
         if f in SHAPE_FIELDS:
             continue
-        known = {json.dumps(i.get(f), default=str): i.get(f) for i in idents if i.get(f) is not None}
+        known = {_hkey(i.get(f)): i.get(f) for i in idents if i.get(f) is not None}
         if len(known) > 1:
             shown.append(f)
         elif known:

@@ -20,7 +20,27 @@ GREY = "#9a9a9a"
 # what does not fit is left out and the figure says so.
 MAX_INCHES = (16.0, 20.0)
 MAX_ROWS = 4  # panel rows of depth.png
-MAX_SERIES = 8  # lines per depth panel
+MAX_SERIES = 5  # lines per depth panel that count (the fastest); what does not count is added greyed, at most MAX_GREY
+MAX_GREY = 2
+# One colour and line style per configuration on every plot of a report: 10 colours x 3 styles before one repeats.
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+STYLES = tuple((c, ls) for ls in ("-", "--", ":") for c in COLOURS)
+
+
+def config_styles(keys) -> dict[str, tuple[str, str]]:
+    """(colour, line style) per configuration key, the same key getting the same look on every plot of a report."""
+    return {k: STYLES[i % len(STYLES)] for i, k in enumerate(sorted(set(keys)))}
+
+
+def depth_ticks(ax, depths) -> None:
+    """Context depth on a log-2 axis that still shows depth 0 (symlog: linear below the smallest depth), a tick per depth."""
+    ds = sorted(set(depths))
+    positive = [d for d in ds if d > 0]
+    ax.set_xscale("symlog", base=2, linthresh=positive[0] if positive else 1, linscale=0.6)
+    ax.set_xticks(ds, [f"{d // 1024}k" if d >= 1024 and d % 1024 == 0 else str(d) for d in ds], fontsize=7)
+    ax.minorticks_off()
+
+
 MAX_KV_ROWS, MAX_KV_TESTS = 6, 4
 MAX_BAR_TESTS = 8
 
@@ -72,13 +92,15 @@ def _label(r: Result, series_fields: list[str], multi_run: bool) -> str:
 
 
 def plot_depth(col: Collected) -> Plot | None:
-    """t/s against context depth: one panel per backend / model and test kind, one line per KV type (and other varying settings).
+    """t/s against context depth (log-2 axis): a panel per model and test kind with every backend and configuration
+    on shared axes, one colour and style per configuration on every panel, the MAX_SERIES fastest lines that count
+    and, greyed and dashed, at most MAX_GREY that do not.
 
     A line needs two depths and a panel a line: single points are left out, and so are panels beyond
     MAX_ROWS (the ones with the most points stay; the title says how many were left out).
     """
     res = [r for r in col.results if r.kind in ("pp", "tg") and r.summary and isinstance(r.ident.get("n_depth"), int)]
-    panel_fields = [f for f in ("backend", "model") if f in col.shown] or []
+    panel_fields = [f for f in ("model",) if f in col.shown]
     multi_run = len({r.run_id for r in res}) > 1
     in_panel: dict[tuple, list[Result]] = {}
     for r in res:
@@ -101,6 +123,8 @@ def plot_depth(col: Collected) -> Plot | None:
     rows_keys = sorted(sorted(points, key=lambda pk: -points[pk])[:MAX_ROWS])
     left_out = len(points) - len(rows_keys)
     kinds = [k for k in ("pp", "tg") if any(key[1] == k and key[0] in rows_keys for key in panels)]
+    # the configuration of a line is its label without the test shape (pp512 / tg128): same look in pp and tg panels
+    looks = config_styles(label.split(" ", 1)[-1].split(" (not counted")[0] for series in panels.values() for label in series)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,23 +140,32 @@ def plot_depth(col: Collected) -> Plot | None:
             if not series:
                 ax.axis("off")
                 continue
-            for label, rs in sorted(series.items())[:MAX_SERIES]:
-                rs.sort(key=lambda r: r.ident["n_depth"])
+            counted = sorted(
+                (k for k, rs in series.items() if not any(r.not_counted for r in rs)),
+                key=lambda k: -sum(r.summary.median for r in series[k]) / len(series[k]),
+            )
+            grey = [k for k in sorted(series) if k not in counted][:MAX_GREY]
+            drawn = counted[:MAX_SERIES] + grey
+            for label in drawn:
+                rs = sorted(series[label], key=lambda r: r.ident["n_depth"])
                 xs = [r.ident["n_depth"] for r in rs]
                 ys = [r.summary.median for r in rs]
                 err = [r.summary.stdev or 0 for r in rs]
-                if rs[0].not_counted:
+                if label in grey:
                     ax.errorbar(xs, ys, yerr=err, marker="x", ms=4, capsize=3, color=GREY, linestyle="--", label=label)
                 else:
-                    ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, label=label)
+                    colour, style = looks[label.split(" ", 1)[-1]]
+                    ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, color=colour, linestyle=style, label=label)
+            depth_ticks(ax, [r.ident["n_depth"] for rs in series.values() for r in rs])
             where = ", ".join(f"{IDENTITY_FIELDS[f]}={v}" for f, v in zip(panel_fields, pk))
-            more = f" ({len(series) - MAX_SERIES} more lines left out)" if len(series) > MAX_SERIES else ""
+            left = len(series) - len(drawn)
+            more = f" ({left} more lines left out: slower, or not counted)" if left > 0 else ""
             ax.set_title(f"{KIND_TITLES[kind]}{' — ' + where if where else ''}{more}", fontsize=10)
-            ax.set_xlabel("context depth (tokens)")
+            ax.set_xlabel("context depth (tokens, log-2 scale)")
             ax.set_ylabel("t/s")
             ax.grid(alpha=0.3)
             ax.set_ylim(bottom=0)
-            ax.legend(fontsize=6, ncol=2 if len(series) > 4 else 1)
+            ax.legend(fontsize=6, ncol=2 if len(drawn) > 4 else 1)
     title = "t/s against context depth (error bars: standard deviation)"
     if left_out:
         title += f"; {left_out} more panel(s) left out: report fewer runs or models for them"

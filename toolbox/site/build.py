@@ -55,7 +55,7 @@ def _load_manifest(path: Path) -> dict:
             return m
     except (OSError, ValueError):
         pass
-    return {"version": data.SITE_VERSION, "runs": {}, "verdicts": {}}
+    return {"version": data.SITE_VERSION, "runs": {}, "verdicts": {}, "trends": {}}
 
 
 def _write(path: Path, text: str) -> bool:
@@ -100,7 +100,7 @@ def build_site(settings, out_dir: Path | None = None, *, full: bool = False, ref
             f"cannot create the site directory {out}: {exc.strerror or exc}", "pass a writable directory with --out"
         ) from None
     result = SiteBuild(out)
-    manifest = {"version": data.SITE_VERSION, "runs": {}, "verdicts": {}} if full else _load_manifest(out / MANIFEST)
+    manifest = {"version": data.SITE_VERSION, "runs": {}, "verdicts": {}, "trends": {}} if full else _load_manifest(out / MANIFEST)
     old = manifest["runs"]
     runs: dict[str, dict] = {}
     results_dir = Path(settings.results_dir)
@@ -119,27 +119,27 @@ def build_site(settings, out_dir: Path | None = None, *, full: bool = False, ref
             entry, points, html = _read_run(settings, rid)
         except (ToolboxError, OSError) as exc:
             result.problems.append(f"{rid}: {exc}")
-            runs[rid] = {
-                "fingerprint": fp,
-                "entry": {**data.run_entry({"run_id": rid, "status": "corrupt"}, []), "run_id": rid},
-                "points": [],
-                "error": str(exc),
-            }
+            entry = {**data.run_entry({"run_id": rid, "status": "corrupt"}, []), "run_id": rid}
+            runs[rid] = {"fingerprint": fp, "entry": entry, "error": str(exc), **data.pack_points([])}
             page.unlink(missing_ok=True)
             continue
         result.pages_written += _write(page, html)
-        runs[rid] = {"fingerprint": fp, "entry": entry, "points": points}
+        runs[rid] = {"fingerprint": fp, "entry": entry, **data.pack_points(points)}
         result.rebuilt.append(rid)
     for rid in set(old) - set(runs):
         (out / "runs" / f"{rid}.html").unlink(missing_ok=True)
         result.removed.append(rid)
 
     entries = [r["entry"] for r in runs.values()]
-    points = [p for r in runs.values() for p in r["points"]]
+    points = [p for r in runs.values() for p in data.unpack_points(r, r["entry"])]
     refs = data.references(references_file)
     site_pages = {"index.html": pages.index_page(entries, {rid for rid, r in runs.items() if not r.get("error")})}
-    trend_html, verdicts = trends.trend_pages(points, refs, manifest.get("verdicts") or {})
+    fingerprints = {rid: r["fingerprint"] for rid, r in runs.items()}
+    trend_html, verdicts, drawn = trends.trend_pages(
+        points, refs, manifest.get("verdicts") or {}, fingerprints, manifest.get("trends") or {}, lambda rel: (out / rel).exists()
+    )
     site_pages.update(trend_html)
+    keep = {f"trends/{tid}.html" for tid in drawn}
     site_pages.update(pages.hosts_pages(entries, points))
     site_pages.update(pages.campaign_pages(entries, points))
     site_pages["references.html"] = pages.references_page(refs)
@@ -149,11 +149,13 @@ def build_site(settings, out_dir: Path | None = None, *, full: bool = False, ref
         d = out / section
         if d.is_dir():
             for f in d.glob("*.html"):
-                if f"{section}/{f.name}" not in site_pages:
+                if f"{section}/{f.name}" not in site_pages and f"{section}/{f.name}" not in keep:
                     f.unlink()
     for rel, text in site_pages.items():
         result.pages_written += _write(out / rel, text)
-    write_json_atomic(out / MANIFEST, {"version": data.SITE_VERSION, "runs": runs, "verdicts": verdicts})
+    if result.rebuilt or result.removed or verdicts != manifest.get("verdicts") or drawn != manifest.get("trends"):
+        new = {"version": data.SITE_VERSION, "runs": runs, "verdicts": verdicts, "trends": drawn}
+        write_json_atomic(out / MANIFEST, new, indent=None)
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -137,6 +137,26 @@ def run_points(meta: dict, col: Collected) -> list[dict]:
     return out
 
 
+# A run's points as the manifest keeps them: what a trend is, once per trend, and per point only what varies.
+TREND_FIELDS = ("model", "model_type", "test", "kind", "config")
+POINT_FIELDS = ("trend", "build", "image", "median", "stdev", "samples", "not_counted", "tokens_per_j")
+
+
+def pack_points(points: list[dict]) -> dict:
+    """The manifest's compact form of run_points(): {'trends': {id: [model, ...]}, 'points': [[trend, build, ...]]}."""
+    return {
+        "trends": {p["trend"]: [p[f] for f in TREND_FIELDS] for p in points},
+        "points": [[p[f] for f in POINT_FIELDS] for p in points],
+    }
+
+
+def unpack_points(packed: dict, entry: dict) -> list[dict]:
+    """run_points() again from pack_points() and the run's index entry (run id, host, start time)."""
+    trends = {tid: dict(zip(TREND_FIELDS, v)) for tid, v in (packed.get("trends") or {}).items()}
+    common = {"run_id": entry["run_id"], "host": entry["host"], "time": entry.get("started_at") or ""}
+    return [{**trends[v[0]], **dict(zip(POINT_FIELDS, v)), **common} for v in packed.get("points") or []]
+
+
 @dataclass(frozen=True)
 class PublicFigure:
     model: str

@@ -4,13 +4,14 @@ site.js only adds sorting and filtering."""
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections import defaultdict
 
 from toolbox.site.data import PublicFigure
 
-e = html.escape
+e = functools.lru_cache(maxsize=1 << 16)(html.escape)  # the same hosts, builds and images on many rows
 SECTIONS = (("index.html", "Runs"), ("trends/index.html", "Trends"), ("hosts/index.html", "Hosts"), ("campaigns/index.html", "Campaigns"))
 SECTIONS += (("references.html", "Public figures"),)
 

@@ -134,7 +134,7 @@ def line_chart(
             f"<a href='{e(r.url)}'><g class='ref'><title>{e(r.label)}: {r.y:g} t/s ({e(r.url)})</title>"
             f"<line x1='{left}' x2='{width - right}' y1='{y:.1f}' y2='{y:.1f}' stroke='#6a3d9a' stroke-dasharray='2 4'/>"
             f"<path class='ref-marker' d='M{left + 8},{y - 6:.1f} l6,6 l-6,6 l-6,-6 z' fill='#6a3d9a'/>"
-            f"<text x='{left + 18}' y='{y - 4:.1f}' fill='#6a3d9a'>{e(r.label)} {r.y:g}</text></g></a>"
+            f"<text x='{width - right - 4}' y='{y - 4:.1f}' text-anchor='end' fill='#6a3d9a'>{e(r.label)}: {r.y:g}</text></g></a>"
         )
     # greyed series first, so what counts is drawn on top
     for s in sorted(series, key=lambda s: not s.grey):

@@ -8,6 +8,8 @@ so an incremental build only tests the pairs it has not seen.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import html
 import json
 from collections import defaultdict
@@ -18,7 +20,7 @@ from toolbox.site import svg
 from toolbox.site.data import PublicFigure, config_text, norm_model
 from toolbox.site.pages import layout, slug, table
 
-e = html.escape
+e = functools.lru_cache(maxsize=1 << 16)(html.escape)  # hosts, builds, images repeat on every point
 THRESHOLD, ALPHA = 0.05, 0.05
 
 
@@ -146,16 +148,33 @@ def trend_page(tid: str, pts: list[dict], verdicts: dict, refs: list[PublicFigur
     return layout(f"Trend: {title}", body, depth=1, here="trends/index.html"), line
 
 
-def trend_pages(points: list[dict], refs: list[PublicFigure], cache: dict) -> tuple[dict[str, str], dict]:
-    """{path: html} of every trend page and the trends index, and the verdicts to cache."""
+def signature(pts: list[dict], fingerprints: dict[str, str], refs: list[PublicFigure]) -> str:
+    """What a trend page is made of: its runs (by fingerprint) and the public figures; the page is redrawn when it changes."""
+    h = hashlib.sha1(repr(refs).encode())
+    for rid in sorted({p["run_id"] for p in pts}):
+        h.update(f"{rid}:{fingerprints.get(rid)}\n".encode())
+    return h.hexdigest()
+
+
+def trend_pages(
+    points: list[dict], refs: list[PublicFigure], cache: dict, fingerprints: dict[str, str], drawn: dict, exists
+) -> tuple[dict[str, str], dict, dict]:
+    """({path: html} of the trend pages to write and the trends index, verdicts to cache, {trend id: {sig, line}}).
+
+    A trend whose signature is in `drawn` and whose page exists (`exists(path)`) is not drawn again."""
     trends: dict[str, list[dict]] = defaultdict(list)
     for p in points:
         trends[p["trend"]].append(p)
     verdicts = judge_pairs(trends, cache)
-    out, lines = {}, []
+    out, lines, now = {}, [], {}
     for tid, pts in trends.items():
-        page, line = trend_page(tid, pts, verdicts, refs)
-        out[f"trends/{tid}.html"] = page
+        sig, path = signature(pts, fingerprints, refs), f"trends/{tid}.html"
+        before = drawn.get(tid)
+        if before and before["sig"] == sig and exists(path):
+            line = before["line"]
+        else:
+            out[path], line = trend_page(tid, pts, verdicts, refs)
+        now[tid] = {"sig": sig, "line": line}
         lines.append(line)
     lines.sort(key=lambda x: (x["model"], x["test"], x["config"]))
     rows = [
@@ -191,7 +210,7 @@ def trend_pages(points: list[dict], refs: list[PublicFigure], cache: dict) -> tu
         depth=1,
         here="trends/index.html",
     )
-    return out, verdicts
+    return out, verdicts, now
 
 
 __all__ = ["trend_pages", "matching_references", "slug"]
