@@ -33,6 +33,9 @@ def _kv(text: str) -> None:
     cooldown=f.Number("seconds to wait between groups (thermals)", low=0, placeholder="SECONDS"),
     shuffle=f.Switch("shuffle the group order (seeded, recorded) to spread thermal drift"),
     seed=f.Int("seed for --shuffle", low=0),
+    no_telemetry=f.Switch(
+        "do not sample power, clocks and temperatures during the run (default: sampled into telemetry.jsonl where any sensor exists)"
+    ),
     check=f.Switch(
         "after the run, check each configuration's logits against the cpu image's f16 KV (invoke check); "
         "the verdicts are stored beside the rows"
@@ -52,6 +55,7 @@ def bench(
     cooldown=None,
     shuffle=False,
     seed=None,
+    no_telemetry=False,
     check=False,
 ):
     """Run a llama-bench matrix in the pinned containers; results go to results/<run_id>/."""
@@ -79,6 +83,7 @@ def bench(
         cooldown_s=cooldown,
         shuffle=shuffle or None,
         seed=seed,
+        telemetry=False if no_telemetry else None,
         argv=sys.argv,
         console=out,
     )

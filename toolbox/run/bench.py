@@ -34,6 +34,7 @@ from toolbox.parse import parse_jsonl_line
 from toolbox.run import plan as plan_view
 from toolbox.run.context import RunContext, Stopped, stop_on_signals
 from toolbox.run.matrix import Case, Group, Plan, expand, group_cases, load_matrix
+from toolbox.run.telemetry import start_for_run
 from toolbox.settings import Settings
 from toolbox.store.rows import make_row
 from toolbox.store.runs import RunWriter, load_run
@@ -90,6 +91,7 @@ def bench(
     cooldown_s: float | None = None,
     shuffle: bool | None = None,
     seed: int | None = None,
+    telemetry: bool | None = None,
     argv: list[str] | None = None,
     console=None,
 ) -> BenchResult:
@@ -148,6 +150,8 @@ def bench(
         )
     result.run_id, result.run_dir = writer.run_id, writer.path
     ctx = make_context(settings, client, writer, plan, images, setups)
+    ctx.telemetry = start_for_run(settings, writer, settings.telemetry if telemetry is None else telemetry)
+    sampler = ctx.telemetry
 
     todo = [c for c in plan.cases if c.case_id not in done]
     result.skipped_done = len(plan.cases) - len(todo)
@@ -166,6 +170,8 @@ def bench(
                 if ctx.stop.is_set():
                     raise Stopped
                 progress.update(task, description=f"group {i + 1}/{len(groups)} ({group.backend}, {len(group.cases)} cases)")
+                if sampler is not None:
+                    sampler.idle(ctx.stop, group.group_id)
                 run_group(ctx, result, group)
                 if plan.cooldown_s and i + 1 < len(groups):
                     ctx.stop.wait(plan.cooldown_s)
@@ -176,6 +182,8 @@ def bench(
     finally:
         # a second Ctrl-C can land while a container is being created: remove whatever this run left
         remove_leftovers(client, writer.run_id)
+        if sampler is not None:
+            sampler.close()
     if status == "complete" and result.ok == 0 and result.failed:
         status = "failed"
     writer.update(wall_seconds=round(time.monotonic() - t_start, 3))
@@ -275,6 +283,8 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
         if case is not None:
             unmatched.remove(case)
             got.add(case.case_id)
+        if ctx.telemetry is not None:  # the row's arrival on the samples' clock: its window ends here
+            ctx.telemetry.mark("row", group=group.group_id, case_id=case.case_id if case else None)
         # llama.cpp logs the f16 detour on stderr while the test runs, before the row reaches stdout
         fallback = row_fa_fallback(lb_row, read_log(stderr_path), cmake_flags)
         row = _row(
@@ -299,6 +309,8 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
         model_mount(group.model),
         {"org.strix-toolbox.run-id": ctx.run_id, "org.strix-toolbox.group": group.group_id},
     )
+    if ctx.telemetry is not None:
+        ctx.telemetry.mark("container_start", group=group.group_id, cases=[c.case_id for c in group.cases])
     outcome = run_streaming(
         ctx.client,
         spec,
@@ -307,6 +319,8 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
         on_line=on_line,
         stop=ctx.stop,
     )
+    if ctx.telemetry is not None:
+        ctx.telemetry.mark("container_end", group=group.group_id)
     if ctx.stop.is_set():
         raise Stopped
     return got, _group_error(outcome, ctx.plan.timeout_s or ctx.settings.group_timeout_s)

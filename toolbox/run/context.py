@@ -18,7 +18,8 @@ class RunContext:
     """One run in progress: where rows go, which image and devices each backend uses, how to stop.
 
     images: backend -> image tag; image_ids: backend -> image id (what rows record as image_digest);
-    setups: backend -> devices; model_sha: model path -> sha256; advance(n): progress callback.
+    setups: backend -> devices; model_sha: model path -> sha256; advance(n): progress callback;
+    telemetry: the sampler that gets marks (container start/end, each row's arrival).
     """
 
     settings: Settings
@@ -30,6 +31,7 @@ class RunContext:
     setups: dict[str, DeviceSetup]
     model_sha: dict[str, str]
     stop: threading.Event = field(default_factory=threading.Event)
+    telemetry: object = None  # toolbox.run.telemetry.Sampler, or None (--no-telemetry)
     advance: object = lambda n: None  # noqa: E731 - progress callback
 
     @property
