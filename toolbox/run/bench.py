@@ -283,8 +283,7 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
         if case is not None:
             unmatched.remove(case)
             got.add(case.case_id)
-        if ctx.telemetry is not None:  # the row's arrival on the samples' clock: its window ends here
-            ctx.telemetry.mark("row", group=group.group_id, case_id=case.case_id if case else None)
+        ctx.mark("row", group=group.group_id, case_id=case.case_id if case else None)  # the row's window ends here
         # llama.cpp logs the f16 detour on stderr while the test runs, before the row reaches stdout
         fallback = row_fa_fallback(lb_row, read_log(stderr_path), cmake_flags)
         row = _row(
@@ -309,8 +308,7 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
         model_mount(group.model),
         {"org.strix-toolbox.run-id": ctx.run_id, "org.strix-toolbox.group": group.group_id},
     )
-    if ctx.telemetry is not None:
-        ctx.telemetry.mark("container_start", group=group.group_id, cases=[c.case_id for c in group.cases])
+    ctx.mark("container_start", group=group.group_id, cases=[c.case_id for c in group.cases])
     outcome = run_streaming(
         ctx.client,
         spec,
@@ -319,8 +317,7 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
         on_line=on_line,
         stop=ctx.stop,
     )
-    if ctx.telemetry is not None:
-        ctx.telemetry.mark("container_end", group=group.group_id)
+    ctx.mark("container_end", group=group.group_id)
     if ctx.stop.is_set():
         raise Stopped
     return got, _group_error(outcome, ctx.plan.timeout_s or ctx.settings.group_timeout_s)

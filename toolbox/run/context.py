@@ -34,6 +34,11 @@ class RunContext:
     telemetry: object = None  # toolbox.run.telemetry.Sampler, or None (--no-telemetry)
     advance: object = lambda n: None  # noqa: E731 - progress callback
 
+    def mark(self, event: str, **fields) -> None:
+        """A telemetry mark on the samples' clock (container start / end, a row's arrival), when telemetry is on."""
+        if self.telemetry is not None:
+            self.telemetry.mark(event, **fields)
+
     @property
     def run_id(self) -> str:
         return self.writer.run_id
