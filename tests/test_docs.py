@@ -116,6 +116,8 @@ NOT_IN_REPO = {
     "run.json",
     "rows.jsonl",
     "quality.jsonl",
+    "telemetry.jsonl",
+    "energy.jsonl",
     "CMakeLists.txt",
     "system_info.json",
     "raw_runs.jsonl",
