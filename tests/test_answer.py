@@ -86,3 +86,36 @@ def test_console_report_prints_the_answer_first(results):
     text = con.export_text()
     assert text.index("The answer") < text.index("run: ") and "backend=cpu" in text.split("run: ")[0]
     json.dumps([a.margin for a in rep.answers])  # plain floats
+
+
+def test_a_tune_run_leads_with_its_answer_per_goal():
+    """run.json of a tune run as toolbox/tune/answer.py stores it (tune.request, tune.answer.recommended)."""
+    meta, rows = load_run(FIXTURE_RUNS, NEW_KV)
+    tune_meta = dict(meta, kind="tune")
+    tune_meta["tune"] = {
+        "request": {"model": "/models/toolbox-tiny-llama-v1.gguf", "goal": "chat", "depth": 4096},
+        "answer": {
+            "outcome": "recommended",
+            "recommended": {
+                "label": "cpu K=f16 V=f16 fa=on",
+                "score": {"median": 431.05},
+                "margin": "the recommendation is 1.03 ± 0.01 times as fast (p = 0.004, significant at 0.05)",
+                "significant": True,
+                "quality": {"verdict": "same"},
+                "commands": {"llama_server": "llama-server -m /models/toolbox-tiny-llama-v1.gguf -fa on -c 8192"},
+            },
+        },
+    }
+    rep = render.build_report([(tune_meta, rows)], with_plots=False)
+    (goal,) = rep.goals
+    assert goal.goal == "chat" and goal.depth == 4096 and goal.config == "cpu K=f16 V=f16 fa=on"
+    md = render.render_markdown(rep)
+    top = md.split("## What ran")[0]
+    assert "| chat | 4096 | toolbox-tiny-llama-v1.gguf | cpu K=f16 V=f16 fa=on | 431.1 |" in top
+    assert "llama-server -m /models/toolbox-tiny-llama-v1.gguf" in top and top.index("invoke tune") < top.index("| pp512 |")
+    nothing = dict(tune_meta, tune={**tune_meta["tune"], "answer": {"outcome": "all broken", "recommended": None}})
+    (g,) = render.build_report([(nothing, rows)], with_plots=False).goals
+    assert g.config == "" and "nothing recommended (all broken)" in render.render_markdown(
+        render.build_report([(nothing, rows)], with_plots=False)
+    )
+    assert render.build_report([(meta, rows)], with_plots=False).goals == []  # a bench run has no goal

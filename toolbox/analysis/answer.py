@@ -10,6 +10,7 @@ configuration that counts; the margin between them is judged with compare's own 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from toolbox.analysis.identity import IDENTITY_FIELDS, SHAPE_FIELDS, Collected, Result, fmt_value, visible_fields
 
@@ -106,4 +107,48 @@ def answers(col: Collected, *, alpha: float = 0.05, test: str = "welch") -> list
             a.margin, a.margin_err, a.p_value = cmp_.ratio - 1, cmp_.ratio_err, cmp_.p_value
             a.significant = None if cmp_.p_value is None else cmp_.p_value < alpha
         out.append(a)
+    return out
+
+
+@dataclass
+class GoalAnswer:
+    """What `invoke tune` answered for one goal (run.json's tune.answer), read as stored: tune did the measuring."""
+
+    run_id: str
+    goal: str
+    depth: int | None
+    model: str
+    outcome: str
+    config: str  # the recommended configuration, '' when nothing was recommended
+    median: float | None = None
+    margin: str = ""
+    significant: bool | None = None
+    verdict: str | None = None
+    server_command: str = ""
+
+
+def goal_answers(metas: list[dict]) -> list[GoalAnswer]:
+    """One GoalAnswer per tune run among `metas` (kind 'tune' with a stored answer)."""
+    out = []
+    for meta in metas:
+        tune = (meta or {}).get("tune") if (meta or {}).get("kind") == "tune" else None
+        if not isinstance(tune, dict) or not isinstance(tune.get("answer"), dict):
+            continue
+        req, ans = tune.get("request") or {}, tune["answer"]
+        rec = ans.get("recommended") or {}
+        out.append(
+            GoalAnswer(
+                meta.get("run_id") or "?",
+                str(req.get("goal") or "?"),
+                req.get("depth"),
+                PurePosixPath(str(req.get("model") or "?")).name,
+                str(ans.get("outcome") or meta.get("status") or "?"),
+                str(rec.get("label") or ""),
+                (rec.get("score") or {}).get("median"),
+                str(rec.get("margin") or ""),
+                rec.get("significant"),
+                (rec.get("quality") or {}).get("verdict"),
+                str((rec.get("commands") or {}).get("llama_server") or ""),
+            )
+        )
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-from toolbox.analysis.answer import Answer
+from toolbox.analysis.answer import Answer, GoalAnswer
 from toolbox.report.tables import fmt_ts, html_table, md_table
 
 INTRO = (
@@ -40,25 +40,56 @@ def answer_table(answers: list[Answer]) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
-def render_markdown(answers: list[Answer]) -> list[str]:
-    if not answers:
+GOALS_INTRO = "What invoke tune recommends per goal: the configuration, its score, its margin over the runner-up and how to run it."
+
+
+def goal_table(goals: list[GoalAnswer]) -> tuple[list[str], list[list[str]]]:
+    header = ["goal", "depth", "model", "recommended", "score t/s", "margin", "quality", "llama-server", "notes"]
+    cells = []
+    for g in goals:
+        notes = f"tune {g.outcome}" if g.config else f"not counted: nothing recommended ({g.outcome})"
+        cells.append(
+            [
+                g.goal,
+                "—" if g.depth is None else str(g.depth),
+                g.model,
+                g.config or "—",
+                "—" if g.median is None else f"{g.median:.4g}",
+                g.margin or "—",
+                g.verdict or "—",
+                g.server_command or "—",
+                notes,
+            ]
+        )
+    return header, cells
+
+
+def render_markdown(answers: list[Answer], goals: list[GoalAnswer] = ()) -> list[str]:
+    if not answers and not goals:
         return []
-    header, cells = answer_table(answers)
-    return ["## The answer", "", INTRO, "", md_table(header, cells), ""]
+    out = ["## The answer", ""]
+    if goals:
+        out += [GOALS_INTRO, "", md_table(*goal_table(goals)), ""]
+    if answers:
+        out += [INTRO, "", md_table(*answer_table(answers)), ""]
+    return out
 
 
-def render_html(answers: list[Answer]) -> str:
-    if not answers:
+def render_html(answers: list[Answer], goals: list[GoalAnswer] = ()) -> str:
+    if not answers and not goals:
         return ""
-    header, cells = answer_table(answers)
-    table = html_table(header, cells)
-    return f"<section class='answer'><h2>The answer</h2><p>{html.escape(INTRO)}</p><div class='table'>{table}</div></section>"
+    parts = ["<section class='answer'><h2>The answer</h2>"]
+    if goals:
+        parts.append(f"<p>{html.escape(GOALS_INTRO)}</p><div class='table'>{html_table(*goal_table(goals))}</div>")
+    if answers:
+        parts.append(f"<p>{html.escape(INTRO)}</p><div class='table'>{html_table(*answer_table(answers))}</div>")
+    return "".join(parts) + "</section>"
 
 
-def render_console(answers: list[Answer], console) -> None:
-    if not answers:
-        return
+def render_console(answers: list[Answer], console, goals: list[GoalAnswer] = ()) -> None:
     from toolbox.report.tables import rich_table
 
-    header, cells = answer_table(answers)
-    console.print(rich_table(header, cells, "The answer: fastest configuration that counts, per test"))
+    if goals:
+        console.print(rich_table(*goal_table(goals), "The answer per goal (invoke tune)"))
+    if answers:
+        console.print(rich_table(*answer_table(answers), "The answer: fastest configuration that counts, per test"))

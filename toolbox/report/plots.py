@@ -22,6 +22,7 @@ MAX_INCHES = (16.0, 20.0)
 MAX_ROWS = 4  # panel rows of depth.png
 MAX_SERIES = 5  # lines per depth panel that count (the fastest); what does not count is added greyed, at most MAX_GREY
 MAX_GREY = 2
+LEGEND_CHARS = 64
 # One colour and line style per configuration on every plot of a report: 10 colours x 3 styles before one repeats.
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 STYLES = tuple((c, ls) for ls in ("-", "--", ":") for c in COLOURS)
@@ -146,16 +147,19 @@ def plot_depth(col: Collected) -> Plot | None:
             )
             grey = [k for k in sorted(series) if k not in counted][:MAX_GREY]
             drawn = counted[:MAX_SERIES] + grey
+            # the legend names what varies among the lines drawn (the key names what varies in the panel)
+            shown_fields = [f for f in visible_fields([series[k][0].ident for k in drawn])[0] if f not in panel_fields]
             for label in drawn:
                 rs = sorted(series[label], key=lambda r: r.ident["n_depth"])
                 xs = [r.ident["n_depth"] for r in rs]
                 ys = [r.summary.median for r in rs]
                 err = [r.summary.stdev or 0 for r in rs]
+                name = _label(rs[0], shown_fields, multi_run)
                 if label in grey:
-                    ax.errorbar(xs, ys, yerr=err, marker="x", ms=4, capsize=3, color=GREY, linestyle="--", label=label)
+                    ax.errorbar(xs, ys, yerr=err, marker="x", ms=4, capsize=3, color=GREY, linestyle="--", label=name)
                 else:
                     colour, style = looks[label.split(" ", 1)[-1]]
-                    ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, color=colour, linestyle=style, label=label)
+                    ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, color=colour, linestyle=style, label=name)
             depth_ticks(ax, [r.ident["n_depth"] for rs in series.values() for r in rs])
             where = ", ".join(f"{IDENTITY_FIELDS[f]}={v}" for f, v in zip(panel_fields, pk))
             left = len(series) - len(drawn)
@@ -165,7 +169,9 @@ def plot_depth(col: Collected) -> Plot | None:
             ax.set_ylabel("t/s")
             ax.grid(alpha=0.3)
             ax.set_ylim(bottom=0)
-            ax.legend(fontsize=6, ncol=2 if len(drawn) > 4 else 1)
+            # long labels (runs of other machines vary in many settings) are cut, so that the legend never squeezes the axes
+            handles, names = ax.get_legend_handles_labels()
+            ax.legend(handles, [n if len(n) <= LEGEND_CHARS else n[: LEGEND_CHARS - 1] + "…" for n in names], fontsize=6)
     title = "t/s against context depth (error bars: standard deviation)"
     if left_out:
         title += f"; {left_out} more panel(s) left out: report fewer runs or models for them"

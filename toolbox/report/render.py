@@ -12,7 +12,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolbox.analysis.answer import Answer, answers
+from toolbox.analysis.answer import Answer, GoalAnswer, answers, goal_answers
 from toolbox.analysis.identity import IDENTITY_FIELDS, Collected, collect, identity, model_name, test_name
 from toolbox.analysis.provenance import provenance
 from toolbox.errors import ToolboxError
@@ -44,6 +44,7 @@ class Report:
     problems: list[str] = field(default_factory=list)  # plots or files that could not be written
     settings: dict = field(default_factory=dict)
     answers: list[Answer] = field(default_factory=list)  # what the report leads with
+    goals: list[GoalAnswer] = field(default_factory=list)  # tune runs: the answer per goal
 
     @property
     def empty(self) -> bool:
@@ -62,8 +63,8 @@ def same_for_all(col: Collected) -> list[tuple[str, str, str]]:
 def render_markdown(rep: Report) -> str:
     col, s = rep.collected, rep.settings
     out = [f"# llama.cpp benchmark report: {', '.join(rep.run_ids)}", ""]
-    out += answer_view.render_markdown(rep.answers)
-    out += ["## What ran", ""] if rep.answers else []
+    out += answer_view.render_markdown(rep.answers, rep.goals)
+    out += ["## What ran", ""] if rep.answers or rep.goals else []
     for run_id, prov in rep.provenance:
         if len(rep.provenance) > 1:
             out += [f"**{run_id}**", ""]
@@ -126,8 +127,8 @@ def render_html(rep: Report) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>report {e(', '.join(rep.run_ids))}</title>"
         f"<style>{HTML_STYLE}</style></head><body>",
         f"<h1>llama.cpp benchmark report: {e(', '.join(rep.run_ids))}</h1>",
-        answer_view.render_html(rep.answers),
-        "<h2>What ran</h2>" if rep.answers else "",
+        answer_view.render_html(rep.answers, rep.goals),
+        "<h2>What ran</h2>" if rep.answers or rep.goals else "",
     ]
     for run_id, prov in rep.provenance:
         if len(rep.provenance) > 1:
@@ -174,7 +175,7 @@ def render_console(rep: Report, console) -> None:
     from rich.text import Text
 
     col = rep.collected
-    answer_view.render_console(rep.answers, console)
+    answer_view.render_console(rep.answers, console, rep.goals)
     for _, prov in rep.provenance:
         for k, v in prov:
             console.print(Text.assemble((f"{k}: ", "bold"), v))
@@ -228,6 +229,7 @@ def build_report(
         problems=problems,
         settings={"peak_bandwidth_gbs": peak_bandwidth_gbs, "peak_tflops": peak_tflops, "unstable_spread": unstable_spread},
         answers=answers(col),
+        goals=goal_answers([m for m, _ in runs]),
     )
 
 
