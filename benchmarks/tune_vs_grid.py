@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from toolbox.analysis.stats import compare_samples  # noqa: E402
+from toolbox.analysis.compare import judge_speed  # noqa: E402
 from toolbox.settings import load_settings  # noqa: E402
 from toolbox.tune.driver import tune  # noqa: E402
 from toolbox.tune.search import ALPHA  # noqa: E402
@@ -65,11 +65,11 @@ def main() -> None:
             else:
                 # both configurations as the grid measured them, by the test tune uses against its runner-up
                 other = grid.race.standings[t.cand.key].confirm
-                c = compare_samples(other, g.confirm) if other else None
+                c, mark, _ = judge_speed(other, g.confirm, alpha=ALPHA) if other else (None, "untested", "")
                 if c is None or c.p_value is None:
                     verdict = "differs (untested)"
                 else:
-                    verdict = f"{'within noise' if c.p_value >= ALPHA else 'differs'} (x{c.ratio:.3f}, p={c.p_value:.2g})"
+                    verdict = f"{'within noise' if mark == 'same' else 'differs'} (x{c.ratio:.3f}, p={c.p_value:.2g})"
             gs, ts = grid.race.clock.spent, fast.race.clock.spent
             print(
                 f"{backend:8} {len(grid.race.standings):5d} {grid.race.name(g)[:40]:40} {fast.race.name(t)[:40]:40} "

@@ -119,7 +119,11 @@ def test_ctrl_c_keeps_what_was_measured_and_resume_finishes(cpu_image, tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     meta, rows = results.load_run(tmp_path, rid)
     assert meta["status"] == "complete" and meta["tune"]["answer"]["recommended"]
-    assert rows[: len(kept)] == kept, "rows measured before the interrupt are untouched"
+
+    def bare(rs):  # the quality check's verdicts are merged into rows on reading: compare what was written
+        return [{k: v for k, v in r.items() if k != "quality"} for r in rs]
+
+    assert bare(rows[: len(kept)]) == bare(kept), "rows measured before the interrupt are untouched"
     screened = {}
     for r in rows:
         if r["status"] == "ok" and r["n_gen"] != 128:
@@ -135,7 +139,7 @@ def test_bad_input_is_one_line(cpu_image, tmp_path):
     for args, needle in [
         (["--model", str(notgguf)], "not a GGUF file"),
         (["--space", str(SPACES / "empty.toml")], "is empty"),
-        (["--space", SMALL, "--budget", "2s"], "could afford about"),
+        (["--space", SMALL, "--budget", "3s"], "could afford about"),
         (["--goal", "speed"], "unknown goal 'speed'"),
     ]:
         p = invoke("tune", *args, results_dir=tmp_path / "r")

@@ -104,9 +104,9 @@ def answer_lines(tune: dict) -> list[str]:
         f"  score {s.get('median'):.4g} t/s" + (f", 95% interval {ci[0]:.4g}-{ci[1]:.4g}" if ci else "") + f" over {s.get('n')} samples"
         + "".join(f"; {k} {f[k]:.4g} t/s" for k in ("pp", "tg") if f.get(k))
     )  # fmt: skip
-    energy = {k: v for k, v in f.items() if "joule" in k or k.endswith("_per_j")}
+    energy = [f"{k} {f[f'{k}_tokens_per_j']:.3g} tokens/J" for k in ("pp", "tg") if f.get(f"{k}_tokens_per_j")]
     if energy:
-        out.append("  energy: " + ", ".join(f"{k} {v:.4g}" for k, v in energy.items()))
+        out.append("  energy (telemetry): " + ", ".join(energy))
     if r.get("runner_up"):
         out.append(f"  runner-up: {r['runner_up']['label']}: {r['margin']}")
     else:

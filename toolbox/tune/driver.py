@@ -187,10 +187,11 @@ def tune(
 
 
 def _check_budget(settings: Settings, sp, budget_left: float, budget: str) -> None:
-    """A budget that cannot screen every candidate once is refused before anything runs, saying what it could afford."""
+    """A budget that cannot screen every candidate once (and start a quality check and a confirmation) is
+    refused before anything runs, saying what it could afford."""
     plan = replace(sp.screen, repetitions=1)
     known_s, known = plan_view.estimate_seconds(settings, plan)
-    floor = len(plan.groups) * GROUP_OVERHEAD_S + (known_s or 0.0)
+    floor = (len(plan.groups) + 2) * GROUP_OVERHEAD_S + (known_s or 0.0)
     if floor > budget_left:
         n = len(sp.candidates)
         afford = int(n * max(budget_left, 0) / floor)

@@ -107,17 +107,18 @@ class Measurer:
         return stats.summarize(scores(goal, pp, tg), unstable_spread=unstable_spread)
 
     def figures(self, cand: Candidate, stage: str) -> dict:
-        """Median pp and tg t/s of a candidate in one stage, and the rows' extra figures (telemetry when present)."""
+        """Median pp and tg t/s of a candidate in one stage, and tokens per joule where telemetry recorded them."""
+        from toolbox.analysis.answer import tokens_per_joule
+
         out: dict = {}
         for case in getattr(cand, stage):
             s = stats.summarize(self.samples(case))
             kind = "pp" if case.p.get("n_prompt") else "tg"
             out[kind] = round(s.median, 3) if s else None
-            for r in self.rows:
-                if r.get("case_id") == case.case_id and r.get("status") == "ok":
-                    for k, v in r.items():
-                        if ("joule" in k or k.endswith("_per_j")) and isinstance(v, (int, float)):
-                            out[f"{kind}_{k}"] = v
+            per_j = [tokens_per_joule(r) for r in self.rows if r.get("case_id") == case.case_id and r.get("status") == "ok"]
+            per_j = [x for x in per_j if x]
+            if per_j:
+                out[f"{kind}_tokens_per_j"] = round(sorted(per_j)[len(per_j) // 2], 4)
         return out
 
     def measure(self, plan: Plan, need: dict[Case, int], on_group=None) -> None:

@@ -66,6 +66,7 @@ class Race:
     runner_up: Standing | None = None
     comparison: stats.Comparison | None = None
     outcome: str = "running"  # running, recommended, all-broken, none-acceptable, failed
+    mark: str | None = None  # compare's judgement of the winner against the runner-up: faster, same, untested
 
     def __post_init__(self):
         self.standings = {c.key: Standing(c) for c in self.space.candidates}
@@ -238,7 +239,9 @@ class Race:
         if len(passed) > 1:
             self.runner_up = passed[1]
             self.runner_up.status = "runner-up"
-            self.comparison = stats.compare_samples(self.runner_up.confirm, self.winner.confirm)
+            from toolbox.analysis.compare import judge_speed
+
+            self.comparison, self.mark, _ = judge_speed(self.runner_up.confirm, self.winner.confirm, alpha=ALPHA)
             for s in passed[2:]:
                 s.status, s.why = "dropped", f"confirmed slower: {s.confirm.median:.4g} against {self.winner.confirm.median:.4g}"
             self.runner_up.why = self.margin_text()
@@ -246,17 +249,19 @@ class Race:
         self._update()
 
     def significant(self) -> bool | None:
+        """Is the winner faster than the runner-up by compare's rule (significant and above its threshold)?"""
         c = self.comparison
-        return None if c is None or c.p_value is None else c.p_value < ALPHA
+        return None if c is None or c.p_value is None else self.mark == "faster"
 
     def margin_text(self) -> str:
         c = self.comparison
         if c is None:
             return "no runner-up to compare with"
         err = f" ± {c.ratio_err:.2f}" if c.ratio_err is not None else ""
-        sig = "not significant" if not self.significant() else "significant"
-        p = f"p = {c.p_value:.3g}" if c.p_value is not None else "no test"
-        return f"the recommendation is {c.ratio:.2f}{err} times as fast ({p}, {sig} at {ALPHA})"
+        if c.p_value is None:
+            return f"the recommendation is {c.ratio:.2f}{err} times as fast (untested: too few samples)"
+        how = "faster" if self.mark == "faster" else "within noise: either will do"
+        return f"the recommendation is {c.ratio:.2f}{err} times as fast (p = {c.p_value:.3g}, {how}; Welch's t-test as invoke compare)"
 
 
 class BudgetSpent(ToolboxError):
