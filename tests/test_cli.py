@@ -46,6 +46,7 @@ def walk_cases():
         ("check", "reference"): ["/nonexistent.gguf"],
         ("build", "backend"): ["nonsense"],
         ("build", "source"): ["/nonexistent"],
+        ("build", "variant"): ["nonsense"],
         ("import", "paths"): ["/nonexistent.md"],
         ("export", "run_ids"): ["nonexistent", "2026"],  # unknown; a prefix of several runs
         ("export", "out"): [blocker],

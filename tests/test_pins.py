@@ -41,7 +41,7 @@ def test_dockerfiles_hard_code_no_version(dockerfile):
 
 @pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: p.parent.name)
 def test_dockerfiles_use_every_build_arg_they_are_given(dockerfile):
-    users = [n for n, b in PINS.backends.items() if CONTAINERS / b.dockerfile == dockerfile]
+    users = [n for n in PINS.image_names() if CONTAINERS / PINS.backend(n).dockerfile == dockerfile]
     for name in users:
         for arg in build_args(PINS, name, "base"):
             assert re.search(rf"ARG {arg}\b", dockerfile.read_text()), f"{dockerfile} ignores build arg {arg} ({name})"

@@ -24,11 +24,11 @@ from pathlib import Path
 from toolbox.engine.client import docker_client, image_or_none
 from toolbox.engine.container import ContainerSpec, run_to_end
 from toolbox.errors import ToolboxError
+from toolbox.build.base import BASE_REPO, build_lock, ensure_offline_base, mkdir as _mkdir
 from toolbox.build.pins import LABEL_PREFIX, Pins, build_args, load_pins
 from toolbox.settings import Settings
 
 IMAGE_REPO = "strix-toolbox/llama-{backend}"
-BASE_REPO = "strix-toolbox/base"
 # Bump when what the build does outside the Dockerfiles changes (the label step): it is part of the inputs.
 IMAGE_FORMAT = 2
 
@@ -75,60 +75,8 @@ def inputs_hash(settings: Settings, pins: Pins, backend: str, base_identity: str
 
 
 def image_tag(pins: Pins, backend: str, digest: str) -> str:
-    return f"{IMAGE_REPO.format(backend=backend)}:b{pins.llama_cpp.build_number}-{digest[:12]}"
-
-
-# --- offline base ------------------------------------------------------------
-
-
-def ensure_offline_base(settings: Settings, pins: Pins, client, echo=print) -> str:
-    """The Debian base bootstrapped from the archive (debootstrap + docker import), made once and reused."""
-    suite = pins.debian.suite
-    tag = f"{BASE_REPO}:debian-{suite}"
-    with _build_lock(settings, tag):
-        if image_or_none(client, tag) is None:
-            _bootstrap_base(settings, pins, tag, echo)
-    return tag
-
-
-def _bootstrap_base(settings: Settings, pins: Pins, tag: str, echo) -> None:
-    suite = pins.debian.suite
-    if shutil.which("debootstrap") is None:
-        raise ToolboxError("debootstrap is not installed (needed for --offline base images)", "run ./setup.sh, or apt-get install debootstrap")
-    if os.geteuid() != 0:
-        raise ToolboxError("debootstrap needs root to create the offline base image", f"run `sudo invoke build <backend> --offline` once; {tag} is reused after that")
-    rootfs = Path(tempfile.mkdtemp(prefix=f"rootfs-{suite}-", dir=_mkdir(settings.cache_dir / "rootfs")))
-    echo(f"bootstrapping {tag} from {pins.debian.mirror} ({suite}, minbase): a few minutes, once")
-    try:
-        _run(["debootstrap", "--variant=minbase", suite, str(rootfs), pins.debian.mirror], "debootstrap", settings)
-        when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        changes = [
-            "ENV LANG=C.UTF-8",
-            'CMD ["bash"]',
-            f'LABEL {LABEL_PREFIX}.base.suite="{suite}" {LABEL_PREFIX}.base.mirror="{pins.debian.mirror}" {LABEL_PREFIX}.base.bootstrapped="{when}"',
-        ]
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        cmd = ["docker", "import", *sum((["--change", c] for c in changes), []), "-", tag]
-        imp = subprocess.run(cmd, stdin=tar.stdout, capture_output=True, text=True)
-        tar.wait()
-        if imp.returncode != 0 or tar.returncode != 0:
-            raise ToolboxError(f"docker import of the bootstrapped base failed: {imp.stderr.strip()[:200]}", "check disk space and the Docker daemon")
-    finally:
-        shutil.rmtree(rootfs, ignore_errors=True)
-
-
-def _mkdir(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def _run(cmd: list[str], what: str, settings: Settings) -> None:
-    log = _mkdir(settings.cache_dir / "logs") / f"{what}.log"
-    with open(log, "w") as out:
-        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
-    if rc != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-        raise ToolboxError(f"{what} failed ({tail[0][:160]})", f"see {log}")
+    """strix-toolbox/llama-vulkan:b11312-<inputs>; a variant's repository carries its name (llama-vulkan-mesa-sid)."""
+    return f"{IMAGE_REPO.format(backend=backend.replace(':', '-'))}:b{pins.llama_cpp.build_number}-{digest[:12]}"
 
 
 # --- build -------------------------------------------------------------------
@@ -172,7 +120,7 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
 
     digest = inputs_hash(settings, pins, backend, base_identity)
     job = _BuildJob(settings, pins, backend, client, image_tag(pins, backend, digest), digest, base, tree, offline, echo, t0)
-    with _build_lock(settings, job.tag):  # a second `invoke build` of the same image waits, then finds it up to date
+    with build_lock(settings, job.tag):  # a second `invoke build` of the same image waits, then finds it up to date
         return _build_locked(job, check=check, force=force)
 
 
@@ -256,17 +204,6 @@ def _one_build_at_a_time(settings: Settings, echo):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-@contextlib.contextmanager
-def _build_lock(settings: Settings, tag: str):
-    path = _mkdir(settings.cache_dir / "locks") / (tag.replace("/", "_").replace(":", "_") + ".lock")
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _require_buildx() -> None:
     ok = subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0
     if not ok:
@@ -335,6 +272,8 @@ def _verify_and_label(client, unverified: str, tag: str, backend: str, echo, bas
     out = smoke.stdout + smoke.stderr
     echo(out.strip())
     labels = {f"{LABEL_PREFIX}.installed.{pkg}": ver for pkg, ver in versions.items()}
+    labels[f"{LABEL_PREFIX}.image"] = backend  # the pinned image it was built as: vulkan, vulkan:mesa-sid, rocm-debian
+    labels[f"{LABEL_PREFIX}.variant"] = backend.partition(":")[2] or "default"
     if "mesa-vulkan-drivers" in versions:
         labels[f"{LABEL_PREFIX}.mesa-version"] = versions["mesa-vulkan-drivers"]
     rocm = versions.get("rocm-core") or versions.get("librocblas5") or versions.get("libamdhip64-6")
@@ -380,13 +319,13 @@ def image_info(client, ref: str) -> dict:
 def list_images(settings: Settings) -> list[dict]:
     client = docker_client()
     pins = load_pins(settings.pins_file)
-    current = {find_image(settings, b, client) for b in pins.backends}
+    current = {find_image(settings, b, client) for b in pins.image_names()}
     rows = []
     for image in client.images.list(filters={"label": f"{LABEL_PREFIX}.backend"}):
         labels = image.labels
         for t in image.tags or ["<untagged>"]:
             rows.append({
-                "tag": t, "backend": labels.get(f"{LABEL_PREFIX}.backend"),
+                "tag": t, "backend": labels.get(f"{LABEL_PREFIX}.backend"), "image": labels.get(f"{LABEL_PREFIX}.image"),
                 "llama_commit": labels.get(f"{LABEL_PREFIX}.llama-commit", "")[:12],
                 "build_number": labels.get(f"{LABEL_PREFIX}.llama-build-number"),
                 "mesa": labels.get(f"{LABEL_PREFIX}.mesa-version"), "rocm": labels.get(f"{LABEL_PREFIX}.rocm-version"),
@@ -394,3 +333,19 @@ def list_images(settings: Settings) -> list[dict]:
                 "created": image.attrs.get("Created", "")[:19], "current": t in current,
             })
     return sorted(rows, key=lambda r: r["created"], reverse=True)
+
+
+def pinned_images(settings: Settings) -> list[dict]:
+    """Every image the pins describe (backends and their variants) with its pinned versions and its tag if built."""
+    client = docker_client()
+    pins = load_pins(settings.pins_file)
+    out = []
+    for name in pins.image_names():
+        b = pins.backend(name)
+        rp = b.runtime_packages
+        out.append({
+            "image": name, "description": b.description, "offline": b.offline_capable,
+            "mesa": rp.get("mesa-vulkan-drivers"), "rocm": b.rocm_version,
+            "runs_as": b.variant_of or name.partition(":")[0], "built": find_image(settings, name, client),
+        })
+    return out

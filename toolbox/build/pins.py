@@ -38,8 +38,23 @@ class DebianPins(_Frozen):
     suite: str
 
 
+class VariantPins(_Frozen):
+    """A named image variant of a backend: what differs from the backend's own pins (containers/pins.toml
+    [backends.<name>.variants.<variant>]); packages are merged over the backend's, the rest replaces."""
+
+    description: str = ""
+    runtime_apt_suites: list[str] = []  # suites added to the runtime stage only (the compiled tools stay the same)
+    runtime_packages: dict[str, str] = {}
+    version_packages: list[str] = []
+
+
 class BackendPins(_Frozen):
     name: str = ""
+    description: str = ""
+    variant_of: str | None = None  # another backend whose devices this image runs on (rocm-debian: rocm)
+    variant: str | None = None  # set on a resolved variant ("mesa-sid"), None for the backend's own image
+    runtime_apt_suites: list[str] = []
+    variants: dict[str, VariantPins] = {}
     dockerfile: str
     base_image: str
     runtime_base_image: str | None = None
@@ -65,10 +80,36 @@ class Pins(_Frozen):
     backends: dict[str, BackendPins]
 
     def backend(self, name: str) -> BackendPins:
+        """A backend's pins, or a variant's (`vulkan:mesa-sid`): the backend's with the variant merged over them."""
+        base, _, variant = name.partition(":")
         try:
-            return self.backends[name]
+            b = self.backends[base]
         except KeyError:
-            raise ToolboxError(f"unknown backend {name!r}", f"choose one of: {', '.join(self.backends)}") from None
+            raise ToolboxError(f"unknown backend {base!r}", f"choose one of: {', '.join(self.image_names())}") from None
+        if not variant:
+            return b
+        v = b.variants.get(variant)
+        if v is None:
+            raise ToolboxError(f"backend {base!r} has no variant {variant!r}", f"choose one of: {', '.join(self.image_names())}")
+        return b.model_copy(
+            update={
+                "name": name,
+                "variant": variant,
+                "description": v.description,
+                "runtime_apt_suites": v.runtime_apt_suites,
+                "runtime_packages": b.runtime_packages | v.runtime_packages,
+                "version_packages": list(dict.fromkeys(b.version_packages + v.version_packages)),
+                "variants": {},
+            }
+        )
+
+    def runs_on(self, name: str) -> str:
+        """The backend whose devices an image runs on: vulkan:mesa-sid -> vulkan, rocm-debian -> rocm."""
+        return self.backend(name).variant_of or name.partition(":")[0]
+
+    def image_names(self) -> list[str]:
+        """Every image the pins describe: each backend and each of its variants (`vulkan:mesa-sid`)."""
+        return [n for name, b in self.backends.items() for n in (name, *(f"{name}:{v}" for v in b.variants))]
 
 
 def load_pins(path: Path) -> Pins:
@@ -99,7 +140,7 @@ def build_args(pins: Pins, backend: str, base_image: str, llama_source: str = "c
     b = pins.backend(backend)
     llama = pins.llama_cpp
     args = {
-        "BACKEND": backend,
+        "BACKEND": backend.partition(":")[0],
         "BASE_IMAGE": base_image,
         "LLAMA_SOURCE": llama_source,
         "LLAMA_REPO": llama.repo,
@@ -115,6 +156,9 @@ def build_args(pins: Pins, backend: str, base_image: str, llama_source: str = "c
     }
     if b.apt_extra_suites:
         args["APT_EXTRA_SUITES"] = " ".join(b.apt_extra_suites)
+    if b.runtime_apt_suites:
+        args["RUNTIME_APT_SUITES"] = " ".join(b.runtime_apt_suites)
+    if b.apt_extra_suites or b.runtime_apt_suites:
         args["DEBIAN_MIRROR"] = pins.debian.mirror
     if b.runtime_base_image:
         args["RUNTIME_BASE_IMAGE"] = b.runtime_base_image

@@ -12,6 +12,16 @@ def _flavour(name: str) -> None:
     load_pins(settings().pins_file).backend(name)
 
 
+def _variant(name: str) -> None:
+    from toolbox.build.pins import load_pins
+    from toolbox.errors import ToolboxError
+
+    pins = load_pins(settings().pins_file)
+    if not any(name in b.variants for b in pins.backends.values()):
+        variants = [n for n in pins.image_names() if ":" in n]
+        raise ToolboxError(f"no image variant {name!r} in containers/pins.toml", f"variants: {', '.join(variants) or 'none'}")
+
+
 def _source(path: str) -> None:
     from pathlib import Path
 
@@ -26,6 +36,11 @@ def _source(path: str) -> None:
     backend=f.Text(
         "rocm, vulkan, cpu (or rocm-debian: ROCm from Debian's packages, offline-capable)", placeholder="BACKEND", check=_flavour
     ),
+    variant=f.Text(
+        "a named variant of the backend from containers/pins.toml (vulkan: mesa-sid); invoke images lists them",
+        placeholder="NAME",
+        check=_variant,
+    ),
     offline=f.Switch(
         "no registry, no git: base bootstrapped from Debian's archive, llama.cpp from --source or PyPI's llama-cpp-python sdist"
     ),
@@ -33,10 +48,14 @@ def _source(path: str) -> None:
     force=f.Switch("rebuild even if an image with the same inputs exists"),
     check=f.Switch("only configure with the pinned flags and compile a few units (the HIP check CI runs without a GPU)"),
 )
-def build(c, backend, offline=False, source=None, force=False, check=False):
-    """Build the pinned llama.cpp image for one backend (answers 'up to date' if nothing changed)."""
+def build(c, backend, variant=None, offline=False, source=None, force=False, check=False):
+    """Build the pinned llama.cpp image for one backend or variant (answers 'up to date' if nothing changed)."""
     from toolbox.build.images import build as build_image
+    from toolbox.build.pins import load_pins
 
+    if variant:
+        backend = f"{backend}:{variant}"
+        load_pins(settings().pins_file).backend(backend)  # an unknown variant: one line naming the known ones
     r = build_image(settings(), backend, offline=offline or None, source=source, force=force, check=check)
     if check:
         print(f"{backend}: check passed in {r.seconds:.0f} s (configured with the pinned flags, compiled the representative units)")
@@ -51,23 +70,37 @@ def build(c, backend, offline=False, source=None, force=False, check=False):
 
 @f.command()
 def images(c):
-    """List the built toolbox images with their pins, installed versions, sizes and age."""
+    """List the images the pins describe (backends and variants) and the built ones with their versions, sizes and age."""
     from rich.table import Table
 
-    from toolbox.build.images import list_images
+    from toolbox.build.images import list_images, pinned_images
 
+    pinned = Table(title="pinned images (invoke build BACKEND [--variant NAME]; a matrix's images = [...])")
+    for name in ("image", "runs on", "mesa", "rocm", "offline", "built as", "what"):
+        pinned.add_column(name, overflow="fold")
+    for p in pinned_images(settings()):
+        pinned.add_row(
+            p["image"],
+            p["runs_as"],
+            p["mesa"] or "",
+            p["rocm"] or "",
+            "yes" if p["offline"] else "no",
+            p["built"] or "not built",
+            p["description"],
+        )
+    console().print(pinned)
     rows = list_images(settings())
     if not rows:
         print("no toolbox images yet: invoke build cpu (add --offline without a registry)")
         return
     table = Table(caption="*: built from the current pins (what invoke bench uses)")
     table.add_column("tag", no_wrap=True)
-    for name in ("backend", "llama.cpp", "mesa", "rocm", "MB", "created"):
+    for name in ("image", "llama.cpp", "mesa", "rocm", "MB", "created"):
         table.add_column(name, overflow="fold")
     for r in rows:
         table.add_row(
             r["tag"] + (" *" if r["current"] else ""),
-            r["backend"],
+            r["image"] or r["backend"],
             f"{r['llama_commit'][:8]} b{r['build_number']}",
             r["mesa"] or "",
             r["rocm"] or "",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolbox.build.images import find_image
+from toolbox.build.pins import LABEL_PREFIX, load_pins
 from toolbox.engine.client import docker_client
 from toolbox.engine.container import (
     ContainerSpec,
@@ -57,10 +58,17 @@ def resolve_backends(requested: str | None, spec: dict, settings: Settings, clie
     """--backend rocm|vulkan|cpu|auto, or a comma list; auto picks the best one this host can run."""
     if requested and requested != "auto":
         names = [b.strip() for b in requested.split(",") if b.strip()]
+        known = load_pins(settings.pins_file).image_names()
         for b in names:
-            if b not in BACKENDS:
-                raise ToolboxError(f"unknown backend {b!r}", f"choose {', '.join(BACKENDS)} or auto")
+            if b not in BACKENDS and b not in known:
+                raise ToolboxError(f"unknown backend {b!r}", f"choose {', '.join(BACKENDS)} or auto, or an image: {', '.join(known)}")
         return names
+    if spec.get("images"):  # image variants as a dimension: each its own image, rows say which
+        known = load_pins(settings.pins_file).image_names()
+        for b in spec["images"]:
+            if b not in known:
+                raise ToolboxError(f"the matrix names an unknown image {b!r}", f"images the pins describe: {', '.join(known)}")
+        return list(spec["images"])
     if spec.get("backends"):
         return list(spec["backends"])
     root = settings.host_root
@@ -120,7 +128,8 @@ def bench(
     plan = make_plan(settings, matrix, backends, model_paths, overrides)
 
     # --- checks before any container starts ---
-    setups = {b: device_setup(b, settings.host_root, allow_cpu_vulkan) for b in backends}
+    pins = load_pins(settings.pins_file)
+    setups = {b: device_setup(pins.runs_on(b), settings.host_root, allow_cpu_vulkan) for b in backends}
     images = prepare_images(settings, client, plan, backends, build_missing)
     commands = [(g, g.args(in_container(g.model), plan.repetitions, plan.warmup)) for g in plan.groups]
     result = BenchResult(None, None, plan, commands)
@@ -202,7 +211,7 @@ def prepare_images(settings: Settings, client, plan: Plan, backends: list[str], 
         tag = find_image(settings, b, client)
         if tag is None:
             if not build_missing:
-                hint = f"invoke build {b}" + (" (add --offline without a registry)" if b != "rocm" else "")
+                hint = "invoke build " + b.replace(":", " --variant ") + (" (add --offline without a registry)" if b != "rocm" else "")
                 raise ToolboxError(f"no {b} image built from the current pins", f"run `{hint}`, or add --build")
             tag = build_image(settings, b).tag
         images[b] = tag
@@ -251,7 +260,14 @@ def run_group(ctx: RunContext, result: BenchResult, group: Group) -> None:
             _record_failure(ctx, result, group, case, err or "no result row")
 
 
+def image_versions(labels: dict) -> dict:
+    """The versions a row's number depends on beyond llama.cpp's own: the image, its variant, Mesa, ROCm."""
+    keys = {"image": "image", "variant": "variant", "mesa": "mesa-version", "rocm": "rocm-version"}
+    return {k: labels[f"{LABEL_PREFIX}.{v}"] for k, v in keys.items() if labels.get(f"{LABEL_PREFIX}.{v}")}
+
+
 def _row(ctx: RunContext, group: Group, lb_row: dict, **ours) -> dict:
+    labels = (ctx.writer.meta.get("images", {}).get(group.backend) or {}).get("labels") or {}
     return make_row(
         lb_row,
         group_id=group.group_id,
@@ -260,6 +276,7 @@ def _row(ctx: RunContext, group: Group, lb_row: dict, **ours) -> dict:
         image_digest=ctx.image_ids.get(group.backend),
         env=group.env,
         model_sha256=ctx.model_sha.get(group.model),
+        versions=image_versions(labels),
         **ours,
     )
 
@@ -273,7 +290,7 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
     target = ctx.setups[group.backend].target
     stderr_path = ctx.writer.logs_dir / f"{group.group_id}.stderr.log"
     labels = (ctx.writer.meta.get("images", {}).get(group.backend) or {}).get("labels") or {}
-    cmake_flags = labels.get("org.strix-toolbox.cmake-flags")
+    cmake_flags = labels.get(f"{LABEL_PREFIX}.cmake-flags")
 
     def on_line(line: str) -> None:
         lb_row = parse_jsonl_line(line)

@@ -24,6 +24,7 @@ OPTIONS = {
     "name",
     "description",
     "backends",
+    "images",
     "repetitions",
     "warmup",
     "params",

@@ -28,6 +28,7 @@ OUR_FIELDS = (
     "model_sha256",
     "device_ok",
     "fa_fallback",
+    "versions",
     "quality",
     "source",
 )
@@ -69,6 +70,7 @@ def make_row(llama_bench_row: dict, **ours) -> dict:
         "model_sha256": None,
         "device_ok": None,
         "fa_fallback": None,
+        "versions": {},
         "quality": None,
         "source": None,
     }
