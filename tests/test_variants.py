@@ -58,7 +58,7 @@ def test_the_variants_preset_makes_one_group_per_image(settings):
     plan = expand(spec, src, text, names, ["m.gguf"])
     assert {g.backend for g in plan.groups} == set(names)
     assert len(plan.cases) == 2 * len(expand(spec, src, text, ["vulkan"], ["m.gguf"]).cases)
-    with pytest.raises(ToolboxError, match="unknown image 'vulkan:nope'"):
+    with pytest.raises(ToolboxError, match="unknown backend or image 'vulkan:nope'"):
         resolve_backends(None, spec | {"images": ["vulkan:nope"]}, settings, None)
 
 

@@ -107,6 +107,13 @@ class Pins(_Frozen):
         """The backend whose devices an image runs on: vulkan:mesa-sid -> vulkan, rocm-debian -> rocm."""
         return self.backend(name).variant_of or name.partition(":")[0]
 
+    def check_image_names(self, names: list[str], also: tuple[str, ...] = ()) -> None:
+        """A one-line error for a name that is neither an image the pins describe nor one of `also`."""
+        known = self.image_names()
+        for name in names:
+            if name not in known and name not in also:
+                raise ToolboxError(f"unknown backend or image {name!r}", f"choose {', '.join(dict.fromkeys([*also, *known]))}")
+
     def image_names(self) -> list[str]:
         """Every image the pins describe: each backend and each of its variants (`vulkan:mesa-sid`)."""
         return [n for name, b in self.backends.items() for n in (name, *(f"{name}:{v}" for v in b.variants))]
@@ -128,6 +135,12 @@ def load_pins(path: Path) -> Pins:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ToolboxError(f"pins file {path}: {where}: {err['msg']}", "fix containers/pins.toml") from None
+
+
+def image_versions(labels: dict) -> dict:
+    """What a row's number depends on in its image beyond llama.cpp: the image name, its variant, Mesa, ROCm (from its labels)."""
+    keys = {"image": "image", "variant": "variant", "mesa": "mesa-version", "rocm": "rocm-version"}
+    return {k: labels[f"{LABEL_PREFIX}.{v}"] for k, v in keys.items() if labels.get(f"{LABEL_PREFIX}.{v}")}
 
 
 def apt_spec(packages: dict[str, str]) -> str:

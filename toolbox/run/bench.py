@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolbox.build.images import find_image
-from toolbox.build.pins import LABEL_PREFIX, load_pins
+from toolbox.build.pins import LABEL_PREFIX, image_versions, load_pins
 from toolbox.engine.client import docker_client
 from toolbox.engine.container import (
     ContainerSpec,
@@ -58,16 +58,10 @@ def resolve_backends(requested: str | None, spec: dict, settings: Settings, clie
     """--backend rocm|vulkan|cpu|auto, or a comma list; auto picks the best one this host can run."""
     if requested and requested != "auto":
         names = [b.strip() for b in requested.split(",") if b.strip()]
-        known = load_pins(settings.pins_file).image_names()
-        for b in names:
-            if b not in BACKENDS and b not in known:
-                raise ToolboxError(f"unknown backend {b!r}", f"choose {', '.join(BACKENDS)} or auto, or an image: {', '.join(known)}")
+        load_pins(settings.pins_file).check_image_names(names, BACKENDS)
         return names
     if spec.get("images"):  # image variants as a dimension: each its own image, rows say which
-        known = load_pins(settings.pins_file).image_names()
-        for b in spec["images"]:
-            if b not in known:
-                raise ToolboxError(f"the matrix names an unknown image {b!r}", f"images the pins describe: {', '.join(known)}")
+        load_pins(settings.pins_file).check_image_names(spec["images"])
         return list(spec["images"])
     if spec.get("backends"):
         return list(spec["backends"])
@@ -260,14 +254,7 @@ def run_group(ctx: RunContext, result: BenchResult, group: Group) -> None:
             _record_failure(ctx, result, group, case, err or "no result row")
 
 
-def image_versions(labels: dict) -> dict:
-    """The versions a row's number depends on beyond llama.cpp's own: the image, its variant, Mesa, ROCm."""
-    keys = {"image": "image", "variant": "variant", "mesa": "mesa-version", "rocm": "rocm-version"}
-    return {k: labels[f"{LABEL_PREFIX}.{v}"] for k, v in keys.items() if labels.get(f"{LABEL_PREFIX}.{v}")}
-
-
 def _row(ctx: RunContext, group: Group, lb_row: dict, **ours) -> dict:
-    labels = (ctx.writer.meta.get("images", {}).get(group.backend) or {}).get("labels") or {}
     return make_row(
         lb_row,
         group_id=group.group_id,
@@ -276,7 +263,7 @@ def _row(ctx: RunContext, group: Group, lb_row: dict, **ours) -> dict:
         image_digest=ctx.image_ids.get(group.backend),
         env=group.env,
         model_sha256=ctx.model_sha.get(group.model),
-        versions=image_versions(labels),
+        versions=image_versions(ctx.labels(group.backend)),
         **ours,
     )
 
@@ -289,8 +276,7 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
     unmatched = list(group.cases)
     target = ctx.setups[group.backend].target
     stderr_path = ctx.writer.logs_dir / f"{group.group_id}.stderr.log"
-    labels = (ctx.writer.meta.get("images", {}).get(group.backend) or {}).get("labels") or {}
-    cmake_flags = labels.get(f"{LABEL_PREFIX}.cmake-flags")
+    cmake_flags = ctx.labels(group.backend).get(f"{LABEL_PREFIX}.cmake-flags")
 
     def on_line(line: str) -> None:
         lb_row = parse_jsonl_line(line)
@@ -302,14 +288,13 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
             got.add(case.case_id)
         ctx.mark("row", group=group.group_id, case_id=case.case_id if case else None)  # the row's window ends here
         # llama.cpp logs the f16 detour on stderr while the test runs, before the row reaches stdout
-        fallback = row_fa_fallback(lb_row, read_log(stderr_path), cmake_flags)
         row = _row(
             ctx,
             group,
             lb_row,
             case_id=case.case_id if case else None,
             device_ok=row_device_ok(lb_row, target),
-            fa_fallback=fallback,
+            fa_fallback=row_fa_fallback(lb_row, read_log(stderr_path), cmake_flags),
             status="ok",
         )
         ctx.writer.append(row)

@@ -39,6 +39,10 @@ class RunContext:
         if self.telemetry is not None:
             self.telemetry.mark(event, **fields)
 
+    def labels(self, backend: str) -> dict:
+        """The labels of the image a backend (or image variant) runs, as run.json recorded them."""
+        return (self.writer.meta.get("images", {}).get(backend) or {}).get("labels") or {}
+
     @property
     def run_id(self) -> str:
         return self.writer.run_id
