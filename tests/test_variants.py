@@ -88,3 +88,12 @@ def test_variants_matrix_on_lavapipe_gives_rows_whose_mesa_versions_differ(vulka
     assert all(r["device_ok"] is True and r["backends"] == "Vulkan" for r in rows), "both must run on lavapipe"
     assert meta["images"]["vulkan:mesa-sid"]["tag"] == mesa_sid_image
     assert meta["images"]["vulkan:mesa-sid"]["labels"]["org.strix-toolbox.variant"] == "mesa-sid"
+
+
+def test_descriptions_and_other_variants_do_not_change_an_image_tag(settings):
+    from toolbox.build.images import inputs_hash
+
+    plain = PINS.backends["vulkan"].model_copy(update={"description": "", "variants": {}})
+    other = PINS.model_copy(update={"backends": PINS.backends | {"vulkan": plain}})
+    assert inputs_hash(settings, PINS, "vulkan", "base") == inputs_hash(settings, other, "vulkan", "base")
+    assert inputs_hash(settings, PINS, "vulkan", "base") != inputs_hash(settings, PINS, "vulkan:mesa-sid", "base")

@@ -64,11 +64,18 @@ def _hash_files(h, paths: list[Path]) -> None:
         h.update(p.read_bytes())
 
 
+def image_pins(b) -> dict:
+    """The pins that go into an image: not its description, nor the other variants or what it runs as
+    (so adding a variant or a description does not make every image out of date)."""
+    dump = b.model_dump(exclude={"description", "variants", "variant_of"})
+    return {k: v for k, v in dump.items() if not (k in ("variant", "runtime_apt_suites") and not v)}
+
+
 def inputs_hash(settings: Settings, pins: Pins, backend: str, base_identity: str) -> str:
     """Everything an image is built from, hashed: a change anywhere gives a new tag."""
     b = pins.backend(backend)
     h = hashlib.sha256()
-    h.update(json.dumps({"llama": pins.llama_cpp.model_dump(), "backend": b.model_dump(), "base": base_identity, "format": IMAGE_FORMAT}, sort_keys=True).encode())
+    h.update(json.dumps({"llama": pins.llama_cpp.model_dump(), "backend": image_pins(b), "base": base_identity, "format": IMAGE_FORMAT}, sort_keys=True).encode())
     containers = settings.containers_dir
     _hash_files(h, [containers / b.dockerfile, *sorted((containers / "common").iterdir())])
     return h.hexdigest()
