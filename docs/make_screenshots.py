@@ -17,6 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # helpers.relabelled_copy, shared with tests/test_site.py
 OUT = REPO / "docs" / "img"
 KV, NEW_KV, DEPTH = "20261126T090000Z-a11a11", "20261126T100000Z-c33c33", "20261126T093000Z-b22b22"
 RELABELLED = "20261127T080000Z-f66f66"
@@ -24,18 +25,14 @@ RELABELLED = "20261127T080000Z-f66f66"
 
 def fixture_results(root: Path) -> Path:
     """The fixture runs, plus the kv run relabelled as llama 7B Q4_0 on a host named strix-owner."""
+    from helpers import relabelled_copy
+
     results = root / "results"
     shutil.copytree(REPO / "tests" / "data" / "runs", results, ignore=shutil.ignore_patterns("*.py", "*.md", "__pycache__"))
-    dst = results / RELABELLED
-    shutil.copytree(results / KV, dst)
-    meta = json.loads((dst / "run.json").read_text())
-    meta.update(run_id=RELABELLED, started_at="2026-11-27T08:00:00Z")
-    meta["host"]["machine"]["hostname"] = "strix-owner"
-    (dst / "run.json").write_text(json.dumps(meta))
-    rows = [json.loads(x) for x in (dst / "rows.jsonl").read_text().splitlines() if x.strip()]
-    for r in rows:
-        r.update(run_id=RELABELLED, model_type="llama 7B Q4_0", model_filename="/models/llama-2-7b.Q4_0.gguf")
-    (dst / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    relabelled_copy(
+        results, KV, RELABELLED, model_type="llama 7B Q4_0", model_file="/models/llama-2-7b.Q4_0.gguf", host="strix-owner",
+        started_at="2026-11-27T08:00:00Z",
+    )  # fmt: skip
     return results
 
 

@@ -75,3 +75,21 @@ def reference_logits(path: Path, token_ids: list[int]) -> np.ndarray:
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     m = logits.max(axis=-1, keepdims=True)
     return logits - m - np.log(np.exp(logits - m).sum(axis=-1, keepdims=True))
+
+
+def relabelled_copy(results: Path, run_id: str, new_id: str, *, model_type: str, model_file: str, host: str, started_at: str) -> Path:
+    """A copy of a fixture run as if measured on another model and host (public figures exist for real models only)."""
+    import json
+    import shutil
+
+    dst = results / new_id
+    shutil.copytree(results / run_id, dst)
+    meta = json.loads((dst / "run.json").read_text())
+    meta.update(run_id=new_id, started_at=started_at)
+    meta["host"]["machine"]["hostname"] = host
+    (dst / "run.json").write_text(json.dumps(meta))
+    rows = [json.loads(line) for line in (dst / "rows.jsonl").read_text().splitlines() if line.strip()]
+    for r in rows:
+        r.update(run_id=new_id, model_type=model_type, model_filename=model_file)
+    (dst / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dst

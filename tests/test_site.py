@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import FAILED, FIXTURE_RUNS, KV, NEW_KV
+from helpers import FAILED, FIXTURE_RUNS, KV, NEW_KV, relabelled_copy
 
 from toolbox.analysis.identity import identity
 from toolbox.settings import load_settings
@@ -29,16 +29,10 @@ LLAMA7B = "20261127T080000Z-f66f66"  # a copy of the kv run as if measured on ll
 def _copy_runs(root: Path) -> Path:
     results = root / "results"
     shutil.copytree(FIXTURE_RUNS, results, ignore=shutil.ignore_patterns("*.py", "__pycache__", "*.md"))
-    src, dst = results / KV, results / LLAMA7B
-    shutil.copytree(src, dst)
-    meta = json.loads((dst / "run.json").read_text())
-    meta.update(run_id=LLAMA7B, started_at="2026-11-27T08:00:00Z")
-    meta["host"]["machine"]["hostname"] = "strix-owner"
-    (dst / "run.json").write_text(json.dumps(meta))
-    rows = [json.loads(line) for line in (dst / "rows.jsonl").read_text().splitlines() if line.strip()]
-    for r in rows:
-        r.update(run_id=LLAMA7B, model_type="llama 7B Q4_0", model_filename="/models/llama-2-7b.Q4_0.gguf")
-    (dst / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    relabelled_copy(
+        results, KV, LLAMA7B, model_type="llama 7B Q4_0", model_file="/models/llama-2-7b.Q4_0.gguf", host="strix-owner",
+        started_at="2026-11-27T08:00:00Z",
+    )  # fmt: skip
     return results
 
 
