@@ -202,6 +202,8 @@ def test_a_trend_page_shows_one_point_per_run_and_marks_the_regression(site, bro
     assert len(chart.find_elements(By.CSS_SELECTOR, "circle.pt")) == n
     assert len(chart.find_elements(By.CSS_SELECTOR, "circle.regression")) == 1  # -12 % after the pin update
     assert len(browser.find_elements(By.CSS_SELECTOR, "#points tbody tr.regression")) == 1
+    (change,) = chart.find_elements(By.CSS_SELECTOR, "g.change")  # the pin update: a new llama.cpp build and image
+    assert change.text.startswith("llama.cpp 9f3d2a71 (b11400)")
     assert not chart.find_elements(By.CSS_SELECTOR, "g.ref")  # no public figure for the tiny model
 
 

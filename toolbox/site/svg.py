@@ -89,11 +89,13 @@ def line_chart(
     x_label: str = "",
     y_label: str = "t/s",
     refs: list[Reference] = (),
+    changes: list[tuple[float, str]] = (),
     width: int = 760,
     height: int = 340,
     chart_id: str = "",
 ) -> str:
-    """One chart: a line per series (points joined in x order), error bars, regression rings, reference lines."""
+    """One chart: a line per series (points joined in x order), error bars, regression rings, reference lines, and
+    `changes`: (x, label) where something changed between runs (a llama.cpp build, an image), a dashed vertical line each."""
     e = html.escape
     left, right, top, bottom = 64, 20, 16, 46
     xs = [p.x for s in series for p in s.points]
@@ -128,6 +130,12 @@ def line_chart(
     out.append(f"<line x1='{left}' x2='{width - right}' y1='{top + plot_h}' y2='{top + plot_h}' stroke='#888'/>")
     out.append(f"<text x='{left + plot_w / 2:.0f}' y='{height - 6}' text-anchor='middle'>{e(x_label)}</text>")
     out.append(f"<text transform='rotate(-90)' x='{-(top + plot_h / 2):.0f}' y='14' text-anchor='middle'>{e(y_label)}</text>")
+    for x, label in changes:
+        out.append(
+            f"<g class='change'><line x1='{X(x):.1f}' x2='{X(x):.1f}' y1='{top}' y2='{top + plot_h}' "
+            "stroke='#b0b0b0' stroke-dasharray='3 3'/>"
+            f"<text x='{X(x) + 3:.1f}' y='{top + 10}' fill='#777'>{e(label)}</text></g>"
+        )
     for r in refs:
         y = Y(r.y)
         out.append(

@@ -64,6 +64,22 @@ def matching_references(refs: list[PublicFigure], model_type, model_file, test: 
     return [r for r in refs if r.test == test and norm_model(r.model) in names]
 
 
+MAX_CHANGES = 12
+
+
+def _changes(pts: list[dict]) -> list[tuple[float, str]]:
+    """Where the llama.cpp build or the image changed from one run to the next (in time), labelled with the new one."""
+    out, before = [], None
+    for p in pts:
+        now = (p["build"], p["image"])
+        if before is not None and now != before:
+            what = [f"llama.cpp {p['build']}"] if now[0] != before[0] else []
+            what += [f"image {p['image'][7:19] if p['image'].startswith('sha256:') else p['image']}"] if now[1] != before[1] else []
+            out.append((_epoch(p["time"]), ", ".join(what)))
+        before = now
+    return out[-MAX_CHANGES:]
+
+
 def trend_page(tid: str, pts: list[dict], verdicts: dict, refs: list[PublicFigure]) -> tuple[str, dict]:
     """The page of one trend, and its line in the trends index."""
     first = pts[0]
@@ -108,7 +124,7 @@ def trend_page(tid: str, pts: list[dict], verdicts: dict, refs: list[PublicFigur
     drawn = [s for s in [*series.values(), *grey.values()] if s.points]
     matched = matching_references(refs, first.get("model_type"), first["model"], first["test"])
     marks = [svg.Reference(r.ts, f"{r.backend} {r.build or ''} ({r.machine})".replace("  ", " "), r.source_url) for r in matched]
-    chart = svg.line_chart(drawn, x_axis="time", x_label="run start (UTC)", refs=marks, chart_id="trend-chart")
+    chart = svg.line_chart(drawn, x_axis="time", x_label="run start (UTC)", refs=marks, changes=_changes(pts), chart_id="trend-chart")
     config = config_text(json.loads(first["config"]))
     title = f"{first['model']} {first['test']}"
     body = (
