@@ -117,7 +117,7 @@ NOT_IN_REPO = {
     "rows.jsonl",
     "quality.jsonl",
     "telemetry.jsonl",
-    "energy.jsonl",
+    "energy.json",
     "CMakeLists.txt",
     "system_info.json",
     "raw_runs.jsonl",

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from toolbox.analysis import energy, stats
 from toolbox.analysis import roofline as rf
-from toolbox.analysis import stats
 from toolbox.llamacpp import BOOL_FIELDS, INT_FIELDS, as_int, fa_name, kv_order
 from toolbox.llamacpp import test_name as _test_name
 from toolbox.quality import gate
@@ -129,6 +129,11 @@ class Result:
     device_ok: bool | None = None
     fa_fallback: bool | None = None
     n_rows: int = 1
+    energy: dict | None = None  # toolbox.analysis.energy.pool of the rows' `energy` (telemetry), None without
+
+    @property
+    def tokens_per_j(self) -> float | None:
+        return (self.energy or {}).get("tokens_per_j")
 
     @property
     def verdict(self) -> str | None:
@@ -213,6 +218,7 @@ def collect(
         oks = [r.get("device_ok") for r in rows]
         res.device_ok = False if False in oks else True if oks and all(o is True for o in oks) else None
         res.fa_fallback = True if any(r.get("fa_fallback") for r in rows) else None
+        res.energy = energy.pool(rows)
         results.append(res)
     failures = [row for k, row in failed.items() if k not in pools]
     results.sort(key=sort_key)

@@ -89,8 +89,9 @@ def bench(
     )
     if dry_run:
         return
-    from toolbox.report.summary import summary_notes, summary_tables
+    from toolbox.report.summary import summary_notes, summary_tables, telemetry_line
 
+    line = telemetry_line(s.results_dir, r.run_id)
     rows = r.rows
     checked = None
     if check and r.status != "interrupted":
@@ -116,6 +117,8 @@ def bench(
         f"run {r.run_id}: {r.status}, {r.ok} rows ok, {r.failed} failed" + (f", {r.skipped_done} already done" if r.skipped_done else "")
     )
     out.print(f"results: {r.run_dir}/rows.jsonl (run.json: provenance; logs/: llama-bench stderr)")
+    if line:
+        out.print(line, markup=False, soft_wrap=True)
     exit_with(gate.bench_exit(r.status, r.run_id, r.run_dir, r.failed, checked))
 
 

@@ -274,6 +274,8 @@ def report(
 ) -> Report:
     """`invoke report`: load runs, build the report, write it beside the run (or into out_dir)."""
     runs = load_runs(settings.results_dir, run_ids)
+    if _energy_missing(settings.results_dir, runs):  # telemetry without energy.json (an interrupted run): derive it
+        runs = load_runs(settings.results_dir, [m.get("run_id") for m, _ in runs])
     rep = build_report(
         runs,
         peak_bandwidth_gbs=settings.peak_bandwidth_gbs,
@@ -283,9 +285,32 @@ def report(
         with_plots=write,
     )
     if write:
+        from toolbox.report.telemetry_plot import plot_telemetry
+
+        for rid in rep.run_ids:
+            try:
+                p = plot_telemetry(Path(settings.results_dir) / rid)
+            except Exception as exc:  # noqa: BLE001 - a plot bug must not cost the user the tables
+                rep.problems.append(f"telemetry plot could not be drawn: {type(exc).__name__}: {exc}")
+                continue
+            if p:
+                rep.plots.append(p if len(rep.run_ids) == 1 else Plot(f"telemetry-{rid[-6:]}.png", f"{p.title} ({rid})", p.png, p.texts))
         if out_dir is None:
             # several runs: inside the last one's directory (results/ itself holds only run directories)
             run_dir = Path(settings.results_dir) / rep.run_ids[-1]
             out_dir = run_dir if len(rep.run_ids) == 1 else run_dir / "reports" / "+".join(rep.run_ids)
         write_report(rep, out_dir)
     return rep
+
+
+def _energy_missing(results_dir, runs) -> bool:
+    """Derive energy.json for runs that have telemetry but none yet; True when any was written."""
+    from toolbox.analysis.energy import attach_energy
+    from toolbox.store.telemetry import ENERGY_FILE, FILE
+
+    wrote = False
+    for meta, _ in runs:
+        d = Path(results_dir) / (meta.get("run_id") or "")
+        if meta.get("run_id") and (d / FILE).exists() and not (d / ENERGY_FILE).exists():
+            wrote = bool(attach_energy(results_dir, meta["run_id"])) or wrote
+    return wrote

@@ -108,3 +108,28 @@ def summary_notes(rows: list[dict], unstable_spread: float = 0.05) -> list[str]:
     for why, n in sorted(excluded.items()):
         out.append(f"{n} result(s) not counted: {gate.NOT_COUNTED[why]}")
     return out
+
+
+def telemetry_line(results_dir, run_id: str | None) -> str | None:
+    """After a run: derive energy.json and say in one line what telemetry found (none is a valid answer)."""
+    import json
+    from pathlib import Path
+
+    from toolbox.analysis.energy import attach_energy
+
+    if not run_id:
+        return None
+    try:
+        tel = json.loads((Path(results_dir) / run_id / "run.json").read_text()).get("telemetry") or {}
+    except (OSError, ValueError):
+        return None
+    if not tel.get("enabled"):
+        return None
+    names = tel.get("sensors") or []
+    if not names:
+        return "telemetry: no power, clock or temperature sensor on this host (telemetry.jsonl says so; nothing measured, nothing invented)"
+    rows = attach_energy(results_dir, run_id)
+    tpj = [r["tokens_per_j"] for r in rows if r.get("tokens_per_j")]
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    span = f", tokens/J {min(tpj):.3g}-{max(tpj):.3g}" if tpj else ""
+    return f"telemetry: {len(names)} sensors ({shown}); energy for {len(rows)} rows{span} (invoke report: W, tokens/J, telemetry.png)"

@@ -40,6 +40,7 @@ def flags(r: Result) -> list[str]:
         out.append("no samples")
     if r.roofline and r.roofline.estimated:
         out.append("MoE share estimated")
+    out += (r.energy or {}).get("flags") or []
     return out
 
 
@@ -55,6 +56,12 @@ def table_rows(col: Collected, kind: str | None) -> tuple[list[str], list[list[s
         header += ["GB/s", "% of peak BW"]
     elif kind == "pp":
         header += ["TFLOP/s", "% of peak FLOPs"]
+    has_energy = any(r.energy for r in results)
+    has_dram = kind == "tg" and any((r.energy or {}).get("dram_gbs") for r in results)
+    if has_energy:
+        header += ["W (idle)", "tokens/J", "gfx clock"]
+    if has_dram:
+        header.append("DRAM GB/s (measured)")
     header.append("notes")
     cells = []
     for r in results:
@@ -67,9 +74,23 @@ def table_rows(col: Collected, kind: str | None) -> tuple[list[str], list[list[s
                 c += [f"{r.roofline.value:.3g}", fmt_share(r.roofline.share) + ("~" if r.roofline.estimated else "")]
             else:
                 c += ["—", "—"]
+        if has_energy:
+            c += energy_cells(r.energy)
+        if has_dram:
+            c.append(f"{r.energy['dram_gbs']:.3g}" if (r.energy or {}).get("dram_gbs") else "—")
         c.append(", ".join(flags(r)))
         cells.append(c)
     return header, cells
+
+
+def energy_cells(e: dict | None) -> list[str]:
+    """'118.2 (12.1)' watts with idle, tokens per joule, mean gfx clock and its share of the maximum; dashes without telemetry."""
+    if not e:
+        return ["—", "—", "—"]
+    watts = f"{e['mean_w']:.1f}" + (f" ({e['idle_w']:.1f})" if e.get("idle_w") is not None else "") if e.get("mean_w") else "—"
+    tpj = f"{e['tokens_per_j']:.3g}" if e.get("tokens_per_j") else "—"
+    clock = f"{e['gfx_mhz']:.0f} MHz" + (f" ({e['gfx_share']:.0%})" if e.get("gfx_share") else "") if e.get("gfx_mhz") else "—"
+    return [watts, tpj, clock]
 
 
 def kinds_present(col: Collected) -> list:

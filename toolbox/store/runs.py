@@ -22,6 +22,7 @@ from pathlib import Path
 from toolbox.errors import ToolboxError
 from toolbox.files import append_line, now_iso, write_json_atomic
 from toolbox.store import quality as quality_store
+from toolbox.store import telemetry as telemetry_store
 from toolbox.store.rows import OUR_FIELDS, SCHEMA_VERSION, clean, migrate, migrate_row
 
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
@@ -238,7 +239,7 @@ def load_run(results_dir: Path, run_id: str) -> tuple[dict, list[dict]]:
     raises ToolboxError naming the closest ids."""
     path = run_dir(Path(results_dir), run_id)
     meta = read_meta(path)
-    rows = quality_store.merge(read_rows(path), path)
+    rows = telemetry_store.merge_energy(quality_store.merge(read_rows(path), path), path)
     if meta.get("kind") == "compose" and len(meta.get("images", {})) == 1:
         # the compose runner writes llama-bench's rows as they are: the run says which image made them
         backend = next(iter(meta["images"]))

@@ -13,6 +13,9 @@ One JSON object per line, each with a `kind`:
   case_id), `container_end`, `idle_start`;
 - `end`: the session stopped: sample count, warnings raised while sampling.
 
+energy.json beside it holds what toolbox.analysis.energy derived per row (window, joules, tokens per
+joule, clocks, temperatures, flags); readers get it merged into each row's `energy`.
+
 Samples are written in batches (flushed and fsynced about once a second, files.append_line), so a
 crash loses at most the last second of samples and never a row.
 """
@@ -22,9 +25,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from toolbox.files import append_line, read_jsonl
+from toolbox.files import append_line, now_iso, read_jsonl, write_json_atomic
 
 FILE = "telemetry.jsonl"
+ENERGY_FILE = "energy.json"  # derived from telemetry.jsonl and rows.jsonl by toolbox.analysis.energy; rebuildable
 
 
 def telemetry_path(run_path: Path) -> Path:
@@ -55,3 +59,25 @@ def read_sessions(run_path: Path) -> list[dict]:
         elif kind == "end":
             cur["end"] = r
     return sessions
+
+
+def write_energy(run_path: Path, records: list[dict]) -> None:
+    """Store the energy records of a run (replacing earlier ones: they are derived, never measured)."""
+    write_json_atomic(Path(run_path) / ENERGY_FILE, {"computed_at": now_iso(), "rows": records})
+
+
+def merge_energy(rows: list[dict], run_path: Path) -> list[dict]:
+    """Rows with `energy` filled from energy.json (matched on group_id and case_id); rows without stay as they are."""
+    path = Path(run_path) / ENERGY_FILE
+    if not path.exists():
+        return rows
+    try:
+        records = json.loads(path.read_text()).get("rows") or []
+    except (OSError, ValueError, AttributeError):
+        return rows
+    found = {(r.get("group_id"), r.get("case_id")): r for r in records if isinstance(r, dict)}
+    out = []
+    for r in rows:
+        e = found.get((r.get("group_id"), r.get("case_id"))) if r.get("case_id") else None
+        out.append(dict(r, energy={k: v for k, v in e.items() if k not in ("group_id", "case_id")}) if e else r)
+    return out
