@@ -147,3 +147,32 @@ def test_report_shows_watts_tokens_per_joule_flags_and_the_telemetry_plot(tmp_pa
     assert "power, W" in plot.texts and "gfx clock, MHz" in plot.texts and "gpu.power_avg_w" in plot.texts
     [res] = rep.collected.results
     assert res.tokens_per_j == pytest.approx(32 / (119.095 * 0.2), rel=0.01)
+
+
+def _run_with_energy(results, tpj: list[float], ts: list[float]):
+    from toolbox.store.telemetry import write_energy
+
+    w = runs.RunWriter.create(results, {"kind": "bench"})
+    row = {"case_id": "c1", "group_id": "g1", "status": "ok", "backend": "rocm", "device_ok": True, "n_prompt": 0, "n_gen": 128}
+    row |= {"samples_ts": ts, "avg_ts": sum(ts) / len(ts), "type_k": "f16", "type_v": "f16", "model_type": "llama 7B Q4_0"}
+    w.append(row)
+    write_energy(
+        w.path, [{"group_id": "g1", "case_id": "c1", "energy_j": 500.0, "tokens_per_j": sum(tpj) / len(tpj), "samples_tokens_per_j": tpj}]
+    )
+    w.finish("complete")
+    return runs.load_run(results, w.run_id)
+
+
+def test_compare_judges_tokens_per_joule_with_the_same_test(tmp_path):
+    from toolbox.analysis.compare import compare_runs
+    from toolbox.report.compare_view import render_markdown
+
+    base = _run_with_energy(tmp_path, [0.50, 0.51, 0.49, 0.50, 0.50], [48.0, 48.2, 47.9, 48.1, 48.0])
+    new = _run_with_energy(tmp_path, [0.60, 0.61, 0.59, 0.60, 0.60], [48.1, 48.0, 48.2, 47.9, 48.0])  # same speed, 20 % less energy
+    cr = compare_runs(base, new)
+    [ln] = cr.lines
+    assert ln.mark == "same" and ln.tpj_mark == "more efficient" and ln.tpj_ratio == pytest.approx(1.2, rel=1e-3) and ln.tpj_p < 0.001
+    md = render_markdown(cr)
+    assert "tokens/J NEW/BASE" in md and "more efficient" in md
+    same = compare_runs(base, base)
+    assert same.lines[0].tpj_mark == "same"

@@ -137,3 +137,30 @@ def test_an_unknown_or_short_gpu_metrics_is_named_not_guessed(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert gpu_metrics.decode(gpu_metrics.pack((3, 0))[:100]) == ("3.0", {})
+
+
+def test_doctor_warns_when_the_platform_profile_is_not_performance(tmp_path):
+    from toolbox.host.checks import platform_profile_check
+    from toolbox.host.facts import snapshot
+
+    balanced = platform_profile_check(snapshot(fake_strix_halo(tmp_path / "a", profile="balanced")))
+    assert balanced.status == "WARN" and "balanced" in balanced.detail and "powerprofilesctl set performance" in balanced.fix
+    assert "nix-amd-ai#132" in balanced.source
+    assert platform_profile_check(snapshot(fake_strix_halo(tmp_path / "b"))).status == "OK"
+    assert platform_profile_check(snapshot(tmp_path / "empty")).status == "INFO"
+
+
+def test_doctor_says_which_telemetry_sensors_exist(tmp_path):
+    from toolbox.host.doctor import sensors_check
+    from toolbox.host.facts import snapshot
+
+    root = fake_strix_halo(tmp_path / "host")
+    c = sensors_check(root, snapshot(root))
+    assert c.status == "INFO" and "power from gpu.power_avg_w" in c.detail and "gpu_metrics v3.0" in c.detail
+    for f in (root / HWMON).glob("power1_*"):
+        f.unlink()
+    (root / DEV / "gpu_metrics").unlink()
+    no_power = sensors_check(root, snapshot(root))
+    assert no_power.status == "WARN" and "no amdgpu package power" in no_power.detail  # RAPL alone is the CPU's share
+    here = sensors_check(Path("/"), snapshot(Path("/")))
+    assert here.status == "INFO"  # this machine: no AMD GPU, whatever it has is just reported

@@ -54,6 +54,11 @@ class Line:
     note: str = ""
     base_error: str | None = None
     new_error: str | None = None
+    # tokens per joule (telemetry), judged by the same rule on per-repetition tokens/J: more / less efficient / same
+    tpj_ratio: float | None = None
+    tpj_err: float | None = None
+    tpj_p: float | None = None
+    tpj_mark: str | None = None
 
     @property
     def regression(self) -> bool:
@@ -250,6 +255,7 @@ def _judge(b: list | None, n: list | None, bf: dict | None, nf: dict | None, *, 
     if not (br.summary and nr.summary):
         line.note = "no t/s"
         return line
+    _judge_energy(line, br, nr, threshold=threshold, alpha=alpha, test=test)
     cmp_, line.mark, line.note = judge_speed(br.summary, nr.summary, threshold=threshold, alpha=alpha, test=test)
     line.ratio, line.ratio_err, line.p_value = cmp_.ratio, cmp_.ratio_err, cmp_.p_value
     if line.mark == "untested":
@@ -257,6 +263,16 @@ def _judge(b: list | None, n: list | None, bf: dict | None, nf: dict | None, *, 
     if nr.verdict == "degraded":
         line.note = (line.note + "; " if line.note else "") + "NEW output degraded (quality check)"
     return line
+
+
+def _judge_energy(line: Line, br: rp.Result, nr: rp.Result, **how) -> None:
+    """Tokens per joule of both sides (telemetry), by judge_speed's rule on the per-repetition values."""
+    bs, ns = (stats.summarize([x for x in (r.energy or {}).get("samples_tokens_per_j") or [] if x]) for r in (br, nr))
+    if bs is None or ns is None:
+        return
+    cmp_, mark, _ = judge_speed(bs, ns, **how)
+    line.tpj_ratio, line.tpj_err, line.tpj_p = cmp_.ratio, cmp_.ratio_err, cmp_.p_value
+    line.tpj_mark = {"faster": "more efficient", "slower": "less efficient"}.get(mark, mark)
 
 
 def judge_speed(

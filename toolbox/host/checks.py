@@ -150,8 +150,28 @@ def tuning_checks(snap: dict) -> list[Check]:
             else "benchmark hosts use `tuned-adm profile accelerator-performance` (record it either way)",
             f"{SRC['lhl']}; {SRC['kyuz0']}",
         ),
+        platform_profile_check(snap),
         Check("transparent hugepages", "INFO", snap["transparent_hugepages"] or "not readable"),
     ]
+
+
+def platform_profile_check(snap: dict) -> Check:
+    """The ACPI platform profile caps package power: anything but `performance` is a WARN for a benchmark host."""
+    profile = snap["power"].get("platform_profile")
+    epp = snap["cpu"].get("energy_performance_preference")
+    detail = f"{profile or 'not readable'}" + (f" (CPU EPP {epp})" if epp else "")
+    if profile is None:
+        return Check("platform profile", "INFO", detail)
+    if profile == "performance":
+        return Check("platform profile", "OK", detail)
+    return Check(
+        "platform profile",
+        "WARN",
+        detail + ": package power and clocks are held lower than with `performance`; results and tokens/J differ",
+        "`powerprofilesctl set performance` (or `echo performance | sudo tee /sys/firmware/acpi/platform_profile`; "
+        "TLP: PLATFORM_PROFILE_ON_AC=performance), then bench; telemetry records the profile beside every row",
+        f"{SRC['noamsto19']}; {SRC['noamsto132']}; {SRC['doc']}",
+    )
 
 
 # --- entry points ---------------------------------------------------------------------------

@@ -88,7 +88,34 @@ def newest_image_labels(client, backend: str = "rocm") -> dict | None:
 def run_checks(settings, docker_client=None, image_labels: dict | None = None) -> list[Check]:
     """All checks for the host under settings.host_root: Docker first, then GPU, memory, versions, tuning."""
     snap = host.snapshot(settings.host_root)
-    return docker_checks(docker_client) + host_checks(snap, image_labels=image_labels)
+    return docker_checks(docker_client) + host_checks(snap, image_labels=image_labels) + [sensors_check(settings.host_root, snap)]
+
+
+def sensors_check(root, snap: dict) -> Check:
+    """Which power / clock / temperature sensors telemetry will sample here (none is a valid answer, off a Strix Halo)."""
+    from toolbox.host.checks import has_strix_halo
+    from toolbox.host.sensors import discover
+
+    found = discover(root)
+    names = found.names()
+    power = [n for n in names if n.endswith("_w") or n.endswith("energy_uj")]
+    versions = found.facts.get("gpu_metrics_version") or {}
+    detail = (
+        f"{len(names)} sensors" + (f", power from {power[0]}" if power else ", no power sensor")
+        if names
+        else "no power, clock or temperature sensor readable here"
+    )
+    detail += "".join(f"; {card} gpu_metrics v{v}" for card, v in versions.items() if v)
+    detail += "".join(f"; skipped {w}" for w in found.warnings[:3])
+    if has_strix_halo(snap) and not any(n.startswith("gpu") and n.endswith("_w") for n in names):
+        return Check(
+            "telemetry sensors",
+            "WARN",
+            detail + ": no amdgpu package power, so no APU watts or tokens per joule for this Strix Halo's runs",
+            "check that amdgpu is bound and /sys/class/drm/card*/device/hwmon/hwmon*/power1_average is readable (docs/energy.md)",
+            SRC["doc"],
+        )
+    return Check("telemetry sensors", "INFO", detail)
 
 
 STYLE = {"OK": "bold green", "WARN": "bold yellow", "FAIL": "bold red", "INFO": "bold blue"}

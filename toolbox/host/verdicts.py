@@ -20,6 +20,8 @@ SRC = {
     "rocm5824": "ROCm#5824 <https://github.com/ROCm/ROCm/issues/5824>",
     "therock2991": "TheRock#2991 <https://github.com/ROCm/TheRock/issues/2991>",
     "noamsto42": "nix-amd-ai#42 <https://github.com/noamsto/nix-amd-ai/issues/42>",
+    "noamsto132": "nix-amd-ai#132 <https://github.com/noamsto/nix-amd-ai/pull/132>",
+    "noamsto19": "nix-amd-ai#19 <https://github.com/noamsto/nix-amd-ai/issues/19>",
     "apellegr": "apellegr ROCm memory limit <https://github.com/apellegr/Strix-Halo-Models/blob/main/docs/ROCM-MEMORY-LIMIT-INVESTIGATION.md>",
     "lhl": "lhl strix-halo-testing <https://github.com/lhl/strix-halo-testing>",
     "geerling": "Jeff Geerling <https://www.jeffgeerling.com/blog/2025/increasing-vram-allocation-on-amd-ai-apus-under-linux>",

@@ -34,14 +34,27 @@ def side(r) -> str:
     return fmt_ts(r.summary) + (f" [{r.verdict}]" if r.verdict else "")
 
 
+def has_energy(cr: CompareResult) -> bool:
+    return any(ln.tpj_ratio is not None for ln in cr.lines)
+
+
+def fmt_tpj(ln: Line) -> str:
+    """'1.12 ± 0.03 (p 0.004, more efficient)': NEW/BASE tokens per joule, judged like t/s."""
+    if ln.tpj_ratio is None:
+        return "—"
+    err = f" ± {ln.tpj_err:.2f}" if ln.tpj_err is not None else ""
+    return f"{ln.tpj_ratio:.2f}{err} (p {fmt_p(ln.tpj_p)}, {ln.tpj_mark})"
+
+
 def table(cr: CompareResult) -> tuple[list[str], list[list[str]]]:
-    header = [IDENTITY_FIELDS[f] for f in cr.shown] + ["test", "BASE t/s", "NEW t/s", "ratio NEW/BASE", "p", "", "note"]
+    energy = has_energy(cr)
+    header = [IDENTITY_FIELDS[f] for f in cr.shown] + ["test", "BASE t/s", "NEW t/s", "ratio NEW/BASE", "p", ""]
+    header += (["tokens/J NEW/BASE"] if energy else []) + ["note"]
     cells = []
     for ln in cr.lines:
         bt, nt = side(ln.base), side(ln.new)
-        cells.append(
-            [fmt_value(ln.ident.get(f)) for f in cr.shown] + [ln.test, bt, nt, fmt_ratio(ln), fmt_p(ln.p_value), MARKS[ln.mark], ln.note]
-        )
+        c = [fmt_value(ln.ident.get(f)) for f in cr.shown] + [ln.test, bt, nt, fmt_ratio(ln), fmt_p(ln.p_value), MARKS[ln.mark]]
+        cells.append(c + ([fmt_tpj(ln)] if energy else []) + [ln.note])
     return header, cells
 
 
@@ -64,6 +77,12 @@ def explanation(cr: CompareResult) -> str:
         f"p from {name} on the raw samples (samples_ts, two-sided); faster / SLOWER need p < {cr.alpha:g} and a change "
         f"of at least {cr.threshold:.0%}; ? = no raw samples on one side; x = not comparable; "
         "BROKEN = NEW's output is wrong (quality check), never counted as faster."
+        + (
+            " tokens/J NEW/BASE: tokens per joule from telemetry (docs/energy.md), the same test on the per-repetition "
+            "values; more / less efficient need the same p and change."
+            if has_energy(cr)
+            else ""
+        )
     )
 
 
