@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         description="GPU FP16 peak, TFLOP/s (Radeon 8060S: 40 CU x 2.9 GHz x 512 FP16 FLOP/clock/CU with WMMA; docs/hardware.md)",
     )
     telemetry: bool = Field(True, description="sample power, clocks and temperatures during bench runs where any sensor exists")
-    telemetry_hz: float = Field(20.0, gt=0, le=100, description="telemetry samples per second")
+    telemetry_hz: float = Field(10.0, gt=0, le=100, description="telemetry samples per second")
     telemetry_idle_s: float = Field(3.0, ge=0, le=600, description="seconds of idle baseline sampled before each group")
     unstable_spread: float = Field(0.05, description="relative spread above which a result is flagged unstable")
     oplog_file: Path | None = Field(

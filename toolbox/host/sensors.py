@@ -217,7 +217,8 @@ class Reader:
 
     def __init__(self, sensors: SensorSet):
         self.root = Path(sensors.root)
-        self.sensors = [(s, _under(self.root, s.path)) for s in sensors.sensors]
+        # resolved once: /sys/class/... are symlinks, and walking them on every read is most of a read's cost
+        self.sensors = [(s, _under(self.root, s.path).resolve()) for s in sensors.sensors]
         self.warnings: list[str] = []
         self._failed: set[str] = set()
 

@@ -29,7 +29,7 @@ FLUSH_EVERY_S = 1.0
 class Sampler:
     """Samples a SensorSet into a run directory. With no sensors it only writes its header and marks."""
 
-    def __init__(self, sensors: SensorSet, run_path: Path, rate_hz: float = 20.0, idle_s: float = 3.0):
+    def __init__(self, sensors: SensorSet, run_path: Path, rate_hz: float = 10.0, idle_s: float = 3.0):
         self.sensors = sensors
         self.run_path = Path(run_path)
         self.rate_hz = rate_hz
