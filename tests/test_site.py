@@ -245,3 +245,46 @@ def test_pages_use_no_external_resources(site):
         text = page.read_text()
         for bad in ("src='http", 'src="http', "href='//", "stylesheet' href='http"):
             assert bad not in text, f"{page} loads {bad}"
+
+
+def test_invoke_site_builds_then_serves_on_localhost(tmp_path):
+    """`invoke site --out DIR --serve --port P` as a user types it: the summary line, then the site over HTTP until stopped."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    results = _copy_runs(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "TOOLBOX_RESULTS_DIR": str(results)}
+    cmd = [sys.executable, "-m", "invoke", "site", "--out", str(tmp_path / "s"), "--serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("site: ") and "6 run(s) rebuilt" in first, first
+        serving = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in serving, serving
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/trends/index.html", timeout=10).read().decode()
+        assert "trends: one per model, test and configuration" in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    again = subprocess.run(cmd[:6], cwd=REPO, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "0 run(s) rebuilt, 6 unchanged" in again.stdout
+
+
+def test_a_trend_draws_tokens_per_joule_when_rows_carry_telemetry(tmp_path):
+    results = _copy_runs(tmp_path)
+    for rid in (KV, NEW_KV):  # telemetry as toolbox/analysis/energy.py stores it: row["energy"]["tokens_per_j"]
+        path = results / rid / "rows.jsonl"
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        path.write_text("".join(json.dumps({**r, "energy": {"tokens_per_j": 2.5}}) + "\n" for r in rows))
+    res = build_site(load_settings(results_dir=results), tmp_path / "site")
+    tid, n = _points_of(results, NEW_KV, "tg128", backend="cpu", type_k="f16", type_v="f16")
+    page = (res.out_dir / "trends" / f"{tid}.html").read_text()
+    assert n == 3  # the kv runs and the depth run (depth 0) share this configuration; only the kv runs carry energy
+    assert page.count("id='energy-chart'") == 1 and page.count("tokens/J</title></circle>") == 2
+    other = next(p for p in (res.out_dir / "trends").glob("*.html") if LLAMA7B in p.read_text())
+    assert "energy-chart" not in other.read_text()  # that run has no telemetry

@@ -80,6 +80,19 @@ def _changes(pts: list[dict]) -> list[tuple[float, str]]:
     return out[-MAX_CHANGES:]
 
 
+def _energy_chart(pts: list[dict], colour: dict[str, str]) -> str:
+    """Tokens per joule over time, a line per host, when telemetry recorded them (results that count only)."""
+    series: dict[str, svg.Series] = {}
+    for p in pts:
+        if p.get("tokens_per_j") and not p["not_counted"]:
+            s = series.setdefault(p["host"], svg.Series(p["host"], colour[p["host"]]))
+            s.points.append(svg.Point(_epoch(p["time"]), p["tokens_per_j"], None, f"{p['run_id']}: {p['tokens_per_j']:.3g} tokens/J"))
+    if not series:
+        return ""
+    chart = svg.line_chart(list(series.values()), x_axis="time", x_label="run start (UTC)", y_label="tokens/J", chart_id="energy-chart")
+    return f"<figure class='chart'>{chart}<figcaption>tokens per joule (telemetry), a line per host</figcaption></figure>"
+
+
 def trend_page(tid: str, pts: list[dict], verdicts: dict, refs: list[PublicFigure]) -> tuple[str, dict]:
     """The page of one trend, and its line in the trends index."""
     first = pts[0]
@@ -134,6 +147,7 @@ def trend_page(tid: str, pts: list[dict], verdicts: dict, refs: list[PublicFigur
         f"run on the same host, by at least {THRESHOLD:.0%}); purple diamonds are published figures for the same model and test"
         "</figcaption></figure>"
     )
+    body += _energy_chart(pts, colour)
     if matched:
         body += (
             "<h2>Public figures for this model and test</h2><ul>"
