@@ -11,6 +11,12 @@ from pathlib import Path
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 # Tests run `invoke` as a user would: the one installed beside this Python (a venv's bin/ too).
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# Device locks (one benchmark per device) of this test session only: a test's benches must not wait for
+# runs of another checkout on the same machine. Tests of the lock itself use their own directories.
+if "TOOLBOX_LOCK_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["TOOLBOX_LOCK_DIR"] = tempfile.mkdtemp(prefix="toolbox-test-locks-")
 
 import pytest
 from helpers import FIXTURE_RUNS

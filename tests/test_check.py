@@ -192,7 +192,9 @@ def other_model(tmp_path_factory) -> Path:
     """The tiny model's architecture and vocabulary with other weights (seed 1): 'a different model file behind one backend'."""
     from toolbox.model.tiny import write_tiny_llama
 
-    return write_tiny_llama(tmp_path_factory.mktemp("other") / "toolbox-tiny-llama-seed1.gguf", seed=1)
+    d = tmp_path_factory.mktemp("other")
+    d.chmod(0o755)  # pytest makes it 0700: the containers run as the user, or nobody for root
+    return write_tiny_llama(d / "toolbox-tiny-llama-seed1.gguf", seed=1)
 
 
 @pytest.mark.container

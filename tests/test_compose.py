@@ -31,6 +31,12 @@ def test_compose_file_is_valid():
         assert p.returncode == 0 and f"bench-{profile}" in p.stdout.split(), p.stderr
 
 
+def as_user(tmp_path: Path) -> dict:
+    """What `invoke compose-env` writes to .env: the user the services run as, and a shader cache they own."""
+    (tmp_path / "shader-cache").mkdir(exist_ok=True)
+    return {"TOOLBOX_UID": str(os.getuid()), "TOOLBOX_GID": str(os.getgid()), "SHADER_CACHE_DIR": str(tmp_path / "shader-cache")}
+
+
 @pytest.mark.container
 def test_cpu_profile_runs_a_matrix_and_the_toolbox_reads_the_run(cpu_image, tiny_model, tmp_path):
     models = tmp_path / "models"
@@ -38,14 +44,18 @@ def test_cpu_profile_runs_a_matrix_and_the_toolbox_reads_the_run(cpu_image, tiny
     shutil.copy(tiny_model, models / tiny_model.name)
     out = tmp_path / "results"
     out.mkdir()
-    env = os.environ | {
-        "CPU_IMAGE": cpu_image,
-        "MODELS_DIR": str(models),
-        "RESULTS_DIR": str(out),
-        "MATRIX": "default",
-        "HOST_NAME": "compose-test-host",
-        "HOST_ID": "0123456789abcdef",
-    }
+    env = (
+        os.environ
+        | {
+            "CPU_IMAGE": cpu_image,
+            "MODELS_DIR": str(models),
+            "RESULTS_DIR": str(out),
+            "MATRIX": "default",
+            "HOST_NAME": "compose-test-host",
+            "HOST_ID": "0123456789abcdef",
+        }
+        | as_user(tmp_path)
+    )
     p = subprocess.run(
         [*compose_cmd(), "--profile", "cpu", "run", "--rm", "-T", "bench-cpu"],
         cwd=REPO,
@@ -79,12 +89,16 @@ def test_cpu_profile_runs_a_matrix_and_the_toolbox_reads_the_run(cpu_image, tiny
 @pytest.mark.container
 def test_compose_refuses_an_unknown_matrix_and_a_missing_model(cpu_image, tmp_path):
     (tmp_path / "models").mkdir()
-    env = os.environ | {
-        "CPU_IMAGE": cpu_image,
-        "MODELS_DIR": str(tmp_path / "models"),
-        "RESULTS_DIR": str(tmp_path),
-        "MATRIX": "kvv",
-    }
+    env = (
+        os.environ
+        | {
+            "CPU_IMAGE": cpu_image,
+            "MODELS_DIR": str(tmp_path / "models"),
+            "RESULTS_DIR": str(tmp_path),
+            "MATRIX": "kvv",
+        }
+        | as_user(tmp_path)
+    )
     p = subprocess.run(
         [*compose_cmd(), "--profile", "cpu", "run", "--rm", "-T", "bench-cpu"],
         cwd=REPO,

@@ -37,11 +37,15 @@ class Settings(BaseSettings):
     telemetry_hz: float = Field(10.0, gt=0, le=100, description="telemetry samples per second")
     telemetry_idle_s: float = Field(3.0, ge=0, le=600, description="seconds of idle baseline sampled before each group")
     unstable_spread: float = Field(0.05, description="relative spread above which a result is flagged unstable")
+    lock_dir: Path = Field(
+        Path("/tmp/strix-halo-toolbox-locks"),
+        description="the host-wide directory of device locks (one benchmark per device at a time), shared by every user",
+    )
     oplog_file: Path | None = Field(
         None, description="your optimization log, appended by invoke log; default: optimization-log.md in results_dir"
     )
 
-    @field_validator("results_dir", "cache_dir", "pins_file", "containers_dir", "host_root", "oplog_file")
+    @field_validator("results_dir", "cache_dir", "pins_file", "containers_dir", "host_root", "oplog_file", "lock_dir")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else Path(v).expanduser()

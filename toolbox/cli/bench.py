@@ -40,6 +40,7 @@ def _kv(text: str) -> None:
         "after the run, check each configuration's logits against the cpu image's f16 KV (invoke check); "
         "the verdicts are stored beside the rows"
     ),
+    no_wait=FLAGS["no_wait"],
 )
 def bench(
     c,
@@ -57,6 +58,7 @@ def bench(
     seed=None,
     no_telemetry=False,
     check=False,
+    no_wait=False,
 ):
     """Run a llama-bench matrix in the pinned containers; results go to results/<run_id>/."""
     out = console()
@@ -86,6 +88,7 @@ def bench(
         telemetry=False if no_telemetry else None,
         argv=sys.argv,
         console=out,
+        wait=not no_wait,
     )
     if dry_run:
         return
@@ -99,7 +102,7 @@ def bench(
         from toolbox.report.quality_view import error_lines, render_table
         from toolbox.store.runs import load_run
 
-        checked = attach_quality(s, r.run_id)
+        checked = attach_quality(s, r.run_id, wait=not no_wait)
         out.print(render_table(checked, title="correctness check (KL divergence to the cpu image's f16-KV logits)"))
         for line in error_lines(checked):
             out.print(line, markup=False)
@@ -139,8 +142,11 @@ def bench(
     ctx=f.Int("tokens per window (the last half of each is scored); default 128", low=16),
     chunks=f.Int("windows of the check text; default 8 (504 scored tokens at ctx 128)", low=1),
     json=f.Switch("print the results as JSON"),
+    no_wait=FLAGS["no_wait"],
 )
-def check(c, backend="auto", model=None, kv="f16/f16", allow_cpu_vulkan=False, reference=None, ctx=128, chunks=8, json=False):
+def check(
+    c, backend="auto", model=None, kv="f16/f16", allow_cpu_vulkan=False, reference=None, ctx=128, chunks=8, json=False, no_wait=False
+):
     """Are the logits right? KL divergence of each backend / KV configuration to the cpu image's f16-KV logits.
 
     Exit 1 when a configuration is broken or could not be checked.
@@ -179,6 +185,7 @@ def check(c, backend="auto", model=None, kv="f16/f16", allow_cpu_vulkan=False, r
         ctx=ctx,
         chunks=chunks,
         on_result=progress,
+        wait=not no_wait,
     )
     if json:
         print(json_module.dumps(results, indent=2, default=str))

@@ -57,6 +57,7 @@ FLAGS = {
     ),
     "ignore": f.Text("identity keys left out of the match, comma list (e.g. backend to compare two images)", placeholder="KEY[,KEY]"),
     "json": f.Switch("print the result as JSON"),
+    "no_wait": f.Switch("fail at once (exit 2) when another benchmark holds the device, instead of waiting for it"),
 }
 
 

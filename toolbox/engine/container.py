@@ -2,17 +2,23 @@
 RPC workers, `--help` probes) starts here.
 
 A ContainerSpec says what to run; start() applies the backend's devices with the host's numeric
-GIDs and security options, the mounts (models read-only), Mesa's shader cache on a named volume,
-the environment and labels (every container carries CONTAINER_LABEL, so leftovers can be found),
-never `privileged`. run_streaming() hands each stdout line to a callback the moment it arrives
-(a crash or a kill loses nothing measured) and kills the container on timeout or when asked to
-stop; run_to_end() waits and returns both streams. Containers are always removed afterwards.
+GIDs and security options, the mounts (models read-only), Mesa's shader cache (a directory in the
+user's cache), the environment and labels (every container carries CONTAINER_LABEL, so leftovers
+can be found). Every container can do only what it must: no network (unless the spec names one, e.g.
+an RPC run's own network), all capabilities dropped, no-new-privileges, a read-only root filesystem
+with a tmpfs at /tmp (HOME points there), never `privileged`, and the invoking user's uid:gid (the
+device files' numeric GIDs added), or nobody when the toolbox itself runs as root: never root inside.
+
+run_streaming() hands each stdout line to a callback the moment it arrives (a crash or a kill
+loses nothing measured) and kills the container on timeout or when asked to stop; run_to_end()
+waits and returns both streams. Containers are always removed afterwards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -20,12 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolbox.engine.devices import DeviceSetup
+from toolbox.errors import ToolboxError
 from toolbox.files import write_json_atomic
 
 CONTAINER_LABEL = "org.strix-toolbox.run"
 RUN_ID_LABEL = "org.strix-toolbox.run-id"
-SHADER_CACHE_VOLUME = "strix-toolbox-shader-cache"
 MODELS_MOUNT = "/models"
+CACHE_MOUNT = "/cache"  # Mesa's shader cache (the images set MESA_SHADER_CACHE_DIR=/cache/mesa)
+NOBODY = 65534  # the user containers run as when the toolbox runs as root
+TMPFS = {"/tmp": "rw,nosuid,nodev,size=512m,mode=1777"}  # the only writable place besides the mounts
 
 
 @dataclass
@@ -38,10 +47,35 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     mounts: dict[str, tuple[str, str]] = field(default_factory=dict)  # host path or volume -> (container path, "ro"/"rw")
     labels: dict[str, str] = field(default_factory=dict)
+    network: str = "none"  # no network; an RPC run names its own network here
+    shader_cache: Path | None = None  # host directory for Mesa's shader cache; None: <cache_dir>/shader-cache
 
     def environment(self) -> dict[str, str]:
         """The backend's variables overlaid with the spec's; "" means: leave the variable unset."""
-        return {k: v for k, v in (self.setup.env | self.env).items() if v != ""}
+        return {k: v for k, v in ({"HOME": "/tmp"} | self.setup.env | self.env).items() if v != ""}
+
+
+def container_user() -> tuple[int, int]:
+    """uid, gid a container runs as: the invoking user's, or nobody's when the toolbox runs as root."""
+    uid, gid = os.getuid(), os.getgid()
+    return (uid, gid) if uid != 0 else (NOBODY, NOBODY)
+
+
+def writable_dir(path: Path) -> Path:
+    """A host directory the container user can write (made if missing; handed to nobody when we are root)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if os.getuid() == 0 and path.stat().st_uid != NOBODY:
+        os.chown(path, NOBODY, NOBODY)
+    return path
+
+
+def _shader_cache(spec: ContainerSpec) -> Path:
+    if spec.shader_cache is not None:
+        return writable_dir(spec.shader_cache)
+    from toolbox.settings import load_settings
+
+    return writable_dir(load_settings().cache_dir / "shader-cache")
 
 
 def in_container(model: str | Path) -> str:
@@ -50,26 +84,41 @@ def in_container(model: str | Path) -> str:
 
 
 def model_mount(model: str | Path) -> dict[str, tuple[str, str]]:
-    """The read-only mount of a model's directory."""
-    return {str(Path(model).parent): (MODELS_MOUNT, "ro")}
+    """The read-only mount of a model's directory; a model the container user cannot read is a one-line error."""
+    model = Path(model)
+    if os.getuid() == 0 and model.exists():
+        # the container runs as nobody: it needs "others" to be able to read the file and enter its directory
+        if model.stat().st_mode & 0o004 == 0 or model.parent.stat().st_mode & 0o001 == 0:
+            raise ToolboxError(
+                f"{model} cannot be read inside the container: invoke runs as root, so its containers run as nobody",
+                f"make it readable (chmod o+r {model}; chmod o+x {model.parent}), or run invoke as your own user",
+            )
+    return {str(model.parent): (MODELS_MOUNT, "ro")}
 
 
 def start(client, spec: ContainerSpec):
-    """Create and start the container, detached."""
-    volumes = {SHADER_CACHE_VOLUME: {"bind": "/cache", "mode": "rw"}}
+    """Create and start the container, detached, with only what it must have (see the module's docstring)."""
+    volumes = {str(_shader_cache(spec)): {"bind": CACHE_MOUNT, "mode": "rw"}}
     volumes.update({src: {"bind": dst, "mode": mode} for src, (dst, mode) in spec.mounts.items()})
     s = spec.setup
+    uid, gid = container_user()
     return client.containers.run(
         spec.image,
         spec.argv,
         detach=True,
         environment=spec.environment(),
         devices=[f"{d}:{d}:rwm" for d in s.devices],
-        group_add=s.group_add or None,
-        security_opt=s.security_opt or None,
+        group_add=[str(g) for g in s.group_add] or None,
+        security_opt=[*s.security_opt, "no-new-privileges"],
+        cap_drop=["ALL"],
+        privileged=False,
+        read_only=True,
+        tmpfs=TMPFS,
+        user=f"{uid}:{gid}",
+        network_mode=spec.network,
         volumes=volumes,
         labels={CONTAINER_LABEL: "1", **spec.labels},
-        ipc_mode="host" if s.devices else None,
+        ipc_mode="host" if any(d.endswith("/kfd") for d in s.devices) else None,  # ROCm's HIP runtime; Vulkan needs none
     )
 
 

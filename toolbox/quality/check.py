@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolbox.build.images import find_image
+from toolbox.engine import devicelock
 from toolbox.engine.client import docker_client, image_or_none
 from toolbox.engine.container import ContainerSpec, in_container, model_mount, run_to_end, tail_line
 from toolbox.engine.devices import device_setup, devices_in_log, log_device_ok
@@ -212,8 +213,11 @@ def run_check(
     images: dict | None = None,
     env: dict | None = None,
     on_result=None,
+    wait: bool = True,
 ) -> list[dict]:
     """Check each backend x model x KV configuration against the cpu image's f16-KV logits.
+
+    Holds the devices it computes on (engine.devicelock): waits for a benchmark on them, or fails at once without `wait`.
 
     kv: (type_k, type_v) or (type_k, type_v, flash_attn) with flash_attn on/off/auto (default auto).
     reference: a model whose logits are the base for every model (default: each model its own).
@@ -223,28 +227,29 @@ def run_check(
     """
     client = docker_client()
     configs = _configs(kv)
-    for b in backends:
-        device_setup(b, settings.host_root, allow_cpu_vulkan)  # a missing device is an error before any container starts
+    # a missing device is an error before any container starts
+    setups = [device_setup(b, settings.host_root, allow_cpu_vulkan) for b in backends] + [device_setup("cpu")]
     tags = {b: _image_for(settings, client, b, images) for b in [*backends, "cpu"]}
     out = []
-    ref_base = ensure_base(settings, client, reference, cpu_image=tags["cpu"], ctx=ctx, chunks=chunks) if reference else None
-    for m in models:
-        m = Path(m).resolve()
-        sha = model_identity(m, settings)["sha256"]
-        base = ref_base or ensure_base(settings, client, m, cpu_image=tags["cpu"], ctx=ctx, chunks=chunks, model_sha=sha)
-        for b in backends:
-            for k, v, fa in configs:
-                r = check_one(
-                    settings,
-                    client,
-                    CheckConfig(b, tags[b], m, k, v, fa, dict(env or {}), sha),
-                    base,
-                    allow_cpu_vulkan=allow_cpu_vulkan,
-                    log_dir=Path(settings.cache_dir) / "logs" / "check",
-                )
-                out.append(r)
-                if on_result:
-                    on_result(r)
+    with devicelock.hold(settings.lock_dir, setups, what="invoke check", wait=wait):
+        ref_base = ensure_base(settings, client, reference, cpu_image=tags["cpu"], ctx=ctx, chunks=chunks) if reference else None
+        for m in models:
+            m = Path(m).resolve()
+            sha = model_identity(m, settings)["sha256"]
+            base = ref_base or ensure_base(settings, client, m, cpu_image=tags["cpu"], ctx=ctx, chunks=chunks, model_sha=sha)
+            for b in backends:
+                for k, v, fa in configs:
+                    r = check_one(
+                        settings,
+                        client,
+                        CheckConfig(b, tags[b], m, k, v, fa, dict(env or {}), sha),
+                        base,
+                        allow_cpu_vulkan=allow_cpu_vulkan,
+                        log_dir=Path(settings.cache_dir) / "logs" / "check",
+                    )
+                    out.append(r)
+                    if on_result:
+                        on_result(r)
     return out
 
 
@@ -265,7 +270,9 @@ def _not_checked(r: dict, image, error: str) -> dict:
     }
 
 
-def attach_quality(settings, run_id: str, *, ctx: int = DEFAULT_CTX, chunks: int = DEFAULT_CHUNKS, on_result=None) -> list[dict]:
+def attach_quality(
+    settings, run_id: str, *, ctx: int = DEFAULT_CTX, chunks: int = DEFAULT_CHUNKS, on_result=None, wait: bool = True
+) -> list[dict]:
     """Check every distinct (backend, model, type_k, type_v, flash_attn, env) of a finished run's ok rows.
 
     Uses the run's own images (by id) and models (by the recorded path, verified by sha256) and the
@@ -292,40 +299,42 @@ def attach_quality(settings, run_id: str, *, ctx: int = DEFAULT_CTX, chunks: int
     cpu_image = cpu_id if present(cpu_id) else find_image(settings, "cpu", client)
     bases: dict[str, dict] = {}
     out = []
-    for key, r in combos.items():
-        sha, backend = r["model_sha256"], r["backend"]
-        image_id = (images.get(backend) or {}).get("id")
-        image = image_id if present(image_id) else r.get("image")
-        m = models.get(sha)
-        fa = r.get("flash_attn")
-        if m is None or not Path(m["path"]).is_file() or model_identity(Path(m["path"]), settings)["sha256"] != sha:
-            res = _not_checked(r, image, f"model {sha[:12]} is no longer at {m['path'] if m else '?'} (or changed)")
-        elif not present(image):
-            res = _not_checked(r, image, f"the run's {backend} image is gone")
-        else:
-            if sha not in bases:
-                if cpu_image is None:
-                    raise ToolboxError(
-                        "no cpu image for the check's reference logits",
-                        "run `invoke build cpu` (add --offline without a registry)",
-                    )
-                bases[sha] = ensure_base(settings, client, Path(m["path"]), cpu_image=cpu_image, ctx=ctx, chunks=chunks, model_sha=sha)
-            config = CheckConfig(
-                backend,
-                image,
-                Path(m["path"]),
-                r.get("type_k") or "f16",
-                r.get("type_v") or "f16",
-                -1 if fa is None else fa,
-                r.get("env") or {},
-                sha,
-            )
-            res = check_one(settings, client, config, bases[sha], allow_cpu_vulkan=allow_cpu_vulkan, log_dir=run_dir / "logs")
-            res["flash_attn"] = fa  # the row's value, so the key matches even for rows without one
-        res["run_id"] = run_id
-        res["key"] = key
-        quality_store.append(run_dir, res)
-        out.append(res)
-        if on_result:
-            on_result(res)
+    setups = [device_setup(b, settings.host_root, allow_cpu_vulkan) for b in {r["backend"] for r in combos.values()} | {"cpu"}]
+    with devicelock.hold(settings.lock_dir, setups, what=f"invoke check of run {run_id}", wait=wait):
+        for key, r in combos.items():
+            sha, backend = r["model_sha256"], r["backend"]
+            image_id = (images.get(backend) or {}).get("id")
+            image = image_id if present(image_id) else r.get("image")
+            m = models.get(sha)
+            fa = r.get("flash_attn")
+            if m is None or not Path(m["path"]).is_file() or model_identity(Path(m["path"]), settings)["sha256"] != sha:
+                res = _not_checked(r, image, f"model {sha[:12]} is no longer at {m['path'] if m else '?'} (or changed)")
+            elif not present(image):
+                res = _not_checked(r, image, f"the run's {backend} image is gone")
+            else:
+                if sha not in bases:
+                    if cpu_image is None:
+                        raise ToolboxError(
+                            "no cpu image for the check's reference logits",
+                            "run `invoke build cpu` (add --offline without a registry)",
+                        )
+                    bases[sha] = ensure_base(settings, client, Path(m["path"]), cpu_image=cpu_image, ctx=ctx, chunks=chunks, model_sha=sha)
+                config = CheckConfig(
+                    backend,
+                    image,
+                    Path(m["path"]),
+                    r.get("type_k") or "f16",
+                    r.get("type_v") or "f16",
+                    -1 if fa is None else fa,
+                    r.get("env") or {},
+                    sha,
+                )
+                res = check_one(settings, client, config, bases[sha], allow_cpu_vulkan=allow_cpu_vulkan, log_dir=run_dir / "logs")
+                res["flash_attn"] = fa  # the row's value, so the key matches even for rows without one
+            res["run_id"] = run_id
+            res["key"] = key
+            quality_store.append(run_dir, res)
+            out.append(res)
+            if on_result:
+                on_result(res)
     return out

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from toolbox.build.images import find_image
 from toolbox.build.pins import LABEL_PREFIX, image_versions, load_pins
+from toolbox.engine import devicelock
 from toolbox.engine.client import docker_client
 from toolbox.engine.container import (
     ContainerSpec,
@@ -30,11 +31,11 @@ from toolbox.engine.container import (
 from toolbox.engine.devices import device_setup, row_device_ok
 from toolbox.errors import ToolboxError
 from toolbox.files import now_iso
-from toolbox.llamacpp import BACKENDS, PARAM_FLAGS, fa_value, row_fa_fallback
+from toolbox.llamacpp import BACKENDS, PARAM_FLAGS, row_fa_fallback
 from toolbox.parse import parse_jsonl_line
 from toolbox.run import plan as plan_view
 from toolbox.run.context import RunContext, Stopped, stop_on_signals
-from toolbox.run.matrix import Case, Group, Plan, expand, group_cases, load_matrix
+from toolbox.run.matrix import Case, Group, Plan, expand, group_cases, load_matrix, match_case
 from toolbox.run.telemetry import start_for_run
 from toolbox.settings import Settings
 from toolbox.store.rows import make_row
@@ -96,6 +97,7 @@ def bench(
     telemetry: bool | None = None,
     argv: list[str] | None = None,
     console=None,
+    wait: bool = True,
 ) -> BenchResult:
     """`invoke bench`: plan, check, run every group, return what was measured (rows are on disk already)."""
     from rich.console import Console
@@ -131,31 +133,43 @@ def bench(
     if dry_run:
         return result
 
-    if resume:
-        writer = RunWriter.open(settings.results_dir, resume)
-        writer.update(status="running", resumed_at=now_iso())
-    else:
-        _check_writable(settings.results_dir)
-        from toolbox.host.facts import snapshot
+    what = f"invoke bench --matrix {matrix}" + (f" --resume {resume}" if resume else "")
+    say = lambda line: console.print(line, markup=False, soft_wrap=True)  # noqa: E731
+    with devicelock.hold(settings.lock_dir, setups.values(), what=what, wait=wait, say=say) as waited:
+        if resume:
+            writer = RunWriter.open(settings.results_dir, resume)
+            writer.update(status="running", resumed_at=now_iso())
+        else:
+            _check_writable(settings.results_dir)
+            from toolbox.host.facts import snapshot
 
-        writer = RunWriter.create(
-            settings.results_dir,
-            {
-                "kind": "bench",
-                "argv": argv or sys.argv,
-                "settings": settings.model_dump(mode="json"),
-                "matrix": plan.to_json() | {"backends": backends, "overrides": overrides},
-                "allow_cpu_vulkan": allow_cpu_vulkan,
-                "images": {b: image_info(client, t) for b, t in images.items()},
-                "models": [model_identity(p, settings) for p in model_paths],
-                "host": snapshot(settings.host_root),
-            },
+            writer = RunWriter.create(
+                settings.results_dir,
+                {
+                    "kind": "bench",
+                    "argv": argv or sys.argv,
+                    "settings": settings.model_dump(mode="json"),
+                    "matrix": plan.to_json() | {"backends": backends, "overrides": overrides},
+                    "allow_cpu_vulkan": allow_cpu_vulkan,
+                    "images": {b: image_info(client, t) for b, t in images.items()},
+                    "models": [model_identity(p, settings) for p in model_paths],
+                    "host": snapshot(settings.host_root),
+                },
+            )
+        writer.update(
+            busy_at_start=devicelock.busy_at_start(settings.lock_dir, settings.host_root, waited)
+            | {"waited_s": round(sum(waited.values()), 3)}
         )
-    result.run_id, result.run_dir = writer.run_id, writer.path
-    ctx = make_context(settings, client, writer, plan, images, setups)
-    ctx.telemetry = start_for_run(settings, writer, settings.telemetry if telemetry is None else telemetry)
-    sampler = ctx.telemetry
+        result.run_id, result.run_dir = writer.run_id, writer.path
+        ctx = make_context(settings, client, writer, plan, images, setups)
+        ctx.telemetry = start_for_run(settings, writer, settings.telemetry if telemetry is None else telemetry)
+        _execute(ctx, result, done, console)
+    return result
 
+
+def _execute(ctx: RunContext, result: BenchResult, done: set[str], console) -> None:
+    """Run every group not done yet; Ctrl-C, SIGTERM and SIGHUP end the run as interrupted, rows kept."""
+    plan, writer = ctx.plan, ctx.writer
     todo = [c for c in plan.cases if c.case_id not in done]
     result.skipped_done = len(plan.cases) - len(todo)
     groups = [g for g in plan.groups if all(c.case_id not in done for c in g.cases)]
@@ -166,15 +180,15 @@ def bench(
     t_start = time.monotonic()
     signals: list[str] = []
     try:
-        with stop_on_signals(ctx.stop, signals), _progress(console) as progress:
+        with stop_on_signals(ctx.stop, signals), plan_view.progress(console) as progress:
             task = progress.add_task("cases", total=len(todo))
             ctx.advance = lambda n: progress.advance(task, n)
             for i, group in enumerate(groups):
                 if ctx.stop.is_set():
                     raise Stopped
                 progress.update(task, description=f"group {i + 1}/{len(groups)} ({group.backend}, {len(group.cases)} cases)")
-                if sampler is not None:
-                    sampler.idle(ctx.stop, group.group_id)
+                if ctx.telemetry is not None:
+                    ctx.telemetry.idle(ctx.stop, group.group_id)
                 run_group(ctx, result, group)
                 if plan.cooldown_s and i + 1 < len(groups):
                     ctx.stop.wait(plan.cooldown_s)
@@ -184,16 +198,15 @@ def bench(
         writer.update(interrupted_by=signals[0] if signals else "SIGINT")
     finally:
         # a second Ctrl-C can land while a container is being created: remove whatever this run left
-        remove_leftovers(client, writer.run_id)
-        if sampler is not None:
-            sampler.close()
+        remove_leftovers(ctx.client, writer.run_id)
+        if ctx.telemetry is not None:
+            ctx.telemetry.close()
     if status == "complete" and result.ok == 0 and result.failed:
         status = "failed"
     writer.update(wall_seconds=round(time.monotonic() - t_start, 3))
     writer.finish(status)
-    plan_view.remember(settings, writer.meta, result.rows)
+    plan_view.remember(ctx.settings, writer.meta, result.rows)
     result.status = status
-    return result
 
 
 def prepare_images(settings: Settings, client, plan: Plan, backends: list[str], build_missing: bool = False) -> dict[str, str]:
@@ -355,27 +368,6 @@ def _record_failure(ctx: RunContext, result: BenchResult, group: Group, case: Ca
     ctx.advance(1)
 
 
-def match_case(row: dict, cases: list[Case]) -> Case | None:
-    """The case a llama-bench row belongs to: same test shape, then the most agreeing parameters."""
-    best, best_score = None, -1
-    for case in cases:
-        p = case.p
-        if any(_norm(k, row.get(k)) != _norm(k, p.get(k, 0)) for k in ("n_prompt", "n_gen", "n_depth")):
-            continue
-        score = sum(1 for k, v in p.items() if row.get(k) is not None and _norm(k, row.get(k)) == _norm(k, v))
-        if score > best_score:
-            best, best_score = case, score
-    return best
-
-
-def _norm(key: str, value) -> str:
-    if key == "flash_attn":
-        fa = fa_value(value, strict=False)
-        if fa is not None:
-            return str(fa)
-    return str(value).strip().lower()
-
-
 def check_flags(plan: Plan, backend: str, help_text: str) -> None:
     """Every flag the plan uses must be one the image's llama-bench documents in --help."""
     used = {"-m", "-o", "-r", "-p", "-n", "-d"}
@@ -403,18 +395,3 @@ def _check_writable(path: Path) -> None:
         raise ToolboxError(
             f"results directory {path} is not writable ({exc.strerror})", "fix its permissions or set TOOLBOX_RESULTS_DIR"
         ) from None
-
-
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )

@@ -4,6 +4,7 @@ no Python), and the .env with the host's numeric device GIDs that the containers
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from pathlib import Path
 
@@ -42,7 +43,11 @@ def write_matrices(dest: Path = COMPOSE_DIR / "matrices") -> list[Path]:
 
 
 def compose_env(settings: Settings) -> str:
-    """The .env that compose.yaml reads: numeric GIDs of the GPU device files, machine identity, models dir."""
+    """The .env that compose.yaml reads: the user's UID/GID (results belong to them), numeric GIDs of the
+    GPU device files, machine identity, models, results and shader-cache directories.
+
+    The results and shader-cache directories are made here, by the user: a directory Docker makes
+    for a bind mount belongs to root."""
     from toolbox.host.facts import device_gids
 
     gids = device_gids(settings.host_root)
@@ -57,10 +62,18 @@ def compose_env(settings: Settings) -> str:
         lines.append(f"RENDER_GID={render}")
     if video is not None and video != render:
         lines.append(f"VIDEO_GID={video}")
+    shader_cache = settings.cache_dir / "shader-cache"
+    for d in (settings.results_dir, shader_cache):
+        d.mkdir(parents=True, exist_ok=True)
     lines += [
+        "# the containers run as this user: the results they write are yours",
+        f"TOOLBOX_UID={os.getuid()}",
+        f"TOOLBOX_GID={os.getgid()}",
         f"HOST_NAME={socket.gethostname()}",
         f"HOST_ID={host_id}",
         f"MODELS_DIR={settings.cache_dir / 'models'}",
+        f"RESULTS_DIR={settings.results_dir}",
+        f"SHADER_CACHE_DIR={shader_cache}",
         "MATRIX=default",
     ]
     return "\n".join(lines) + "\n"

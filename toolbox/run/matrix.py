@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from toolbox.errors import ToolboxError
-from toolbox.llamacpp import BACKENDS, KV_TYPES, PARAM_FLAGS, kv_reject_reason, test_name
+from toolbox.llamacpp import BACKENDS, KV_TYPES, PARAM_FLAGS, fa_value, kv_reject_reason, test_name
 
 OPTIONS = {
     "name",
@@ -334,3 +334,24 @@ def _block(c: Case) -> dict[str, tuple]:
 def _in_block(c: Case, block: dict[str, tuple]) -> bool:
     b = _block(c)
     return all(b[k][0] in block.get(k, ()) for k in b)
+
+
+def match_case(row: dict, cases: list[Case]) -> Case | None:
+    """The case a llama-bench row belongs to: same test shape, then the most agreeing parameters."""
+    best, best_score = None, -1
+    for case in cases:
+        p = case.p
+        if any(_norm(k, row.get(k)) != _norm(k, p.get(k, 0)) for k in ("n_prompt", "n_gen", "n_depth")):
+            continue
+        score = sum(1 for k, v in p.items() if row.get(k) is not None and _norm(k, row.get(k)) == _norm(k, v))
+        if score > best_score:
+            best, best_score = case, score
+    return best
+
+
+def _norm(key: str, value) -> str:
+    if key == "flash_attn":
+        fa = fa_value(value, strict=False)
+        if fa is not None:
+            return str(fa)
+    return str(value).strip().lower()

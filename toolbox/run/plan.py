@@ -117,3 +117,19 @@ def print_plan(console, plan: Plan, images: dict, commands, settings: Settings) 
             reasons[why] = reasons.get(why, 0) + 1
         for why, n in reasons.items():
             console.print(f"  {n} x {why}", markup=False)
+
+
+def progress(console):
+    """The progress bar of a run: cases done, elapsed, eta."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )

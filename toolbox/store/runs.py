@@ -23,6 +23,7 @@ from toolbox.errors import ToolboxError
 from toolbox.files import append_line, now_iso, write_json_atomic
 from toolbox.store import quality as quality_store
 from toolbox.store import telemetry as telemetry_store
+from toolbox.store.liveness import close_vanished, mark_running, process_identity, unmark
 from toolbox.store.rows import OUR_FIELDS, SCHEMA_VERSION, clean, migrate, migrate_row
 
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
@@ -92,11 +93,13 @@ class RunWriter:
             "started_at": now_iso(),
             "ended_at": None,
             "toolbox": _toolbox_state(),
+            "process": process_identity(),
         }
         full.update(meta)
         full.update(schema_version=SCHEMA_VERSION, run_id=run_id)
         full.setdefault("status", "running")
         write_json_atomic(path / "run.json", clean(full))
+        mark_running(path, full["process"])
         return cls(path, full)
 
     @classmethod
@@ -105,6 +108,8 @@ class RunWriter:
         path = run_dir(Path(results_dir), run_id)
         w = cls(path, read_meta(path))
         w.logs_dir.mkdir(exist_ok=True)
+        w.update(process=process_identity())
+        mark_running(path, w.meta["process"])
         return w
 
     def append(self, row: dict) -> dict:
@@ -131,6 +136,7 @@ class RunWriter:
             summary = summarize(read_rows(self.path))
         summary["rows_bytes"] = self.rows_path.stat().st_size if self.rows_path.exists() else 0
         self.update(status=status, ended_at=now_iso(), summary=summary)
+        unmark(self.path)
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -227,10 +233,11 @@ def read_meta(run_dir: Path) -> dict:
 
 
 def run_ids(results_dir: Path) -> list[str]:
-    """Every run directory in results_dir, oldest first."""
+    """Every run directory in results_dir, oldest first. Runs whose process vanished are closed first (store.liveness)."""
     d = Path(results_dir)
     if not d.is_dir():
         return []
+    close_vanished(d)
     return sorted(p.name for p in d.iterdir() if p.is_dir() and (RUN_ID_RE.match(p.name) or (p / "run.json").exists()))
 
 
