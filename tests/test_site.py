@@ -288,3 +288,29 @@ def test_a_trend_draws_tokens_per_joule_when_rows_carry_telemetry(tmp_path):
     assert page.count("id='energy-chart'") == 1 and page.count("tokens/J</title></circle>") == 2
     other = next(p for p in (res.out_dir / "trends").glob("*.html") if LLAMA7B in p.read_text())
     assert "energy-chart" not in other.read_text()  # that run has no telemetry
+
+
+@pytest.mark.container
+def test_the_site_over_the_fixtures_and_a_run_measured_here(cpu_image, tmp_path, browser):
+    """A real `invoke bench` on the cpu image beside the fixture runs: its page, its trend points and the index in a browser."""
+    import os
+    import subprocess
+
+    from selenium.webdriver.common.by import By
+
+    results = _copy_runs(tmp_path)
+    env = {**os.environ, "TOOLBOX_RESULTS_DIR": str(results)}
+    bench = subprocess.run(["invoke", "bench", "--backend", "cpu"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    new = sorted(p.name for p in results.iterdir() if p.name > LLAMA7B)[-1]  # run ids sort by time: this one is today's
+    site = subprocess.run(["invoke", "site", "--out", str(tmp_path / "s")], cwd=REPO, env=env, capture_output=True, text=True)
+    assert site.returncode == 0 and "7 run(s) rebuilt" in site.stdout, site.stdout + site.stderr
+    browser.get((tmp_path / "s" / "index.html").as_uri())
+    assert _visible_ids(browser)[0] == new  # newest first
+    browser.get((tmp_path / "s" / "runs" / f"{new}.html").as_uri())
+    answer = browser.find_element(By.CSS_SELECTOR, "section.answer").text
+    assert "pp512" in answer and "tg128" in answer and "only configuration that counts" in answer
+    # its pp512 joins the fixture runs' cpu f16/f16 trend only if every setting matches: count what the rows say
+    tid, n = _points_of(results, new, "pp512")
+    browser.get((tmp_path / "s" / "trends" / f"{tid}.html").as_uri())
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg#trend-chart circle.pt")) == n >= 1

@@ -59,9 +59,13 @@ def depth_charts(col: Collected) -> str:
         chart = svg.line_chart(series, x_axis="log2", x_label="context depth (tokens, log-2 scale)", chart_id=f"depth-{kind}")
         parts.append(
             f"<figure class='chart'>{chart}<figcaption>{svg.legend(series)}{html.escape(KIND_TITLES[kind])} against context depth, "
-            f"{html.escape(str(model))}: the {min(len(counted), MAX_SERIES)} fastest configurations that count{more}</figcaption></figure>"
+            f"{html.escape(str(model))}: {_fastest(min(len(counted), MAX_SERIES))}{more}</figcaption></figure>"
         )
     return "<h2>t/s against context depth</h2>" + "".join(parts) if parts else ""
+
+
+def _fastest(n: int) -> str:
+    return "the configuration that counts" if n == 1 else f"the {n} fastest configurations that count"
 
 
 def run_page(rep: Report) -> str:
