@@ -3,7 +3,8 @@
 # Leaves results/<run_id>/ with run.json (provenance) and rows.jsonl (llama-bench's own jsonl rows,
 # read by `invoke report` / `invoke compare` like any run) and logs/.
 # Environment: MATRIX (a preset name), MODEL (a file name under /models; default: every *.gguf),
-# HOST_NAME / HOST_ID (machine identity, from `invoke compose-env`).
+# HOST_NAME / HOST_ID (machine identity, from `invoke compose-env`), TELEMETRY=0 (no telemetry.jsonl),
+# TELEMETRY_IDLE_S (idle baseline before each group, default 3 s; telemetry.sh).
 set -eu
 matrix=${MATRIX:-default}
 args_file=/toolbox/matrices/$matrix.args
@@ -47,6 +48,9 @@ JSON
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 write_run_json running null
+. /toolbox/telemetry.sh
+tel_start
+trap tel_stop EXIT
 echo "run $run_id: matrix $matrix, $(grep -vc '^#' "$args_file") groups x $(echo "$models" | wc -w) models -> $dir"
 status=complete
 n=0
@@ -59,13 +63,23 @@ for m in $models; do
       case "$w" in [A-Z]*=*) [ -z "$rest" ] && envs="$envs $w" || rest="$rest $w" ;; *) rest="$rest $w" ;; esac
     done
     echo "group $n: ${envs:+$envs }llama-bench -m $m$rest"
+    tel_idle "group-$n"
+    tel_mark container_start "group-$n"
+    # each row is appended the moment it arrives, and (with telemetry) marked on the samples' clock
     # shellcheck disable=SC2086
-    if ! env $envs llama-bench -m "$m" $rest >> "$dir/rows.jsonl" 2>> "$dir/logs/group-$n.stderr.log"; then
+    { rc=0; env $envs llama-bench -m "$m" $rest 2>> "$dir/logs/group-$n.stderr.log" || rc=$?; echo "$rc" > "$dir/.rc"; } | while IFS= read -r row; do
+      printf '%s\n' "$row" >> "$dir/rows.jsonl"
+      [ -z "$tel_file" ] || tel_mark row "group-$n" "$(wc -l < "$dir/rows.jsonl")"
+    done
+    tel_mark container_end "group-$n"
+    if [ "$(cat "$dir/.rc")" != 0 ]; then
       echo "group $n failed: see logs/group-$n.stderr.log" >&2
       touch "$dir/logs/failed"
     fi
+    rm -f "$dir/.rc"
   done
 done
+tel_stop
 [ -e "$dir/logs/failed" ] && status=failed
 write_run_json "$status" "\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\""
 echo "run $run_id: $status; $(wc -l < "$dir/rows.jsonl" 2>/dev/null || echo 0) rows in results/$run_id/rows.jsonl"

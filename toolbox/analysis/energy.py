@@ -249,10 +249,17 @@ def compute(run_path: Path, rows: list[dict]) -> list[dict]:
             continue
         ok = {(r.get("group_id"), r.get("case_id")): r for r in rows if r.get("status") == "ok" and r.get("case_id")}
         for m in session["marks"]:
-            row = ok.get((m.get("group"), m.get("case_id"))) if m.get("event") == "row" else None
+            if m.get("event") != "row":
+                continue
+            if m.get("case_id"):
+                row, key = ok.get((m.get("group"), m.get("case_id"))), {"group_id": m.get("group"), "case_id": m.get("case_id")}
+            else:  # the compose runner's rows carry no ids: its mark says which line of rows.jsonl arrived
+                i = m.get("row")
+                row = rows[i - 1] if isinstance(i, int) and 0 < i <= len(rows) and rows[i - 1].get("status", "ok") == "ok" else None
+                key = {"row_index": i}
             rec = row_energy(row, m["t"], session, idle_power(session, m.get("group"), m["t"])) if row else None
             if rec is not None:
-                out.append({"group_id": m.get("group"), "case_id": m.get("case_id"), **rec})
+                out.append(key | rec)
     return out
 
 

@@ -67,7 +67,8 @@ def write_energy(run_path: Path, records: list[dict]) -> None:
 
 
 def merge_energy(rows: list[dict], run_path: Path) -> list[dict]:
-    """Rows with `energy` filled from energy.json (matched on group_id and case_id); rows without stay as they are."""
+    """Rows with `energy` filled from energy.json (matched on group_id and case_id, or for compose runs on the
+    line of rows.jsonl); rows without stay as they are."""
     path = Path(run_path) / ENERGY_FILE
     if not path.exists():
         return rows
@@ -75,9 +76,10 @@ def merge_energy(rows: list[dict], run_path: Path) -> list[dict]:
         records = json.loads(path.read_text()).get("rows") or []
     except (OSError, ValueError, AttributeError):
         return rows
-    found = {(r.get("group_id"), r.get("case_id")): r for r in records if isinstance(r, dict)}
+    found = {(r.get("group_id"), r.get("case_id")): r for r in records if isinstance(r, dict) and r.get("case_id")}
+    by_line = {r["row_index"]: r for r in records if isinstance(r, dict) and isinstance(r.get("row_index"), int)}
     out = []
-    for r in rows:
-        e = found.get((r.get("group_id"), r.get("case_id"))) if r.get("case_id") else None
-        out.append(dict(r, energy={k: v for k, v in e.items() if k not in ("group_id", "case_id")}) if e else r)
+    for i, r in enumerate(rows, 1):  # compose rows have no ids: their records name the line instead
+        e = found.get((r.get("group_id"), r.get("case_id"))) if r.get("case_id") else by_line.get(i)
+        out.append(dict(r, energy={k: v for k, v in e.items() if k not in ("group_id", "case_id", "row_index")}) if e else r)
     return out
