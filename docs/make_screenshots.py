@@ -78,7 +78,7 @@ def main() -> None:
 
         d = browser()
         try:
-            shoot(d, site / "index.html", "site-index.png", 520)
+            shoot(d, site / "index.html", "site-index.png", 820)
             shoot(d, site / "runs" / f"{DEPTH}.html", "site-run.png", 1500)
             if len(sys.argv) == 1:
                 shoot(d, trend(NEW_KV, "tg128", backend="vulkan", type_k="q4_0", type_v="f16"), "site-trend-regression.png", 760)
