@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from toolbox.build.pins import LABEL_PREFIX, Pins
 from toolbox.engine.client import image_or_none
@@ -18,6 +19,20 @@ from toolbox.errors import ToolboxError
 from toolbox.settings import Settings
 
 BASE_REPO = "strix-toolbox/base"
+
+
+def from_registry(image: str | None, registry: str) -> str | None:
+    """A pinned image name as the online path pulls it: from `registry` when one is set (a mirror, a local registry)."""
+    if not image or not registry:
+        return image
+    return f"{registry.rstrip('/')}/{image}"
+
+
+def online_source(settings: Settings, pins: Pins) -> tuple[str, bool]:
+    """(the URL the build fetches llama.cpp's archive under, whether the build needs the host's network for it)."""
+    url = (settings.llama_source_url or pins.llama_cpp.repo).rstrip("/")
+    host = urlsplit(url).hostname or ""
+    return url, host in ("localhost", "::1") or host.startswith("127.")
 
 
 def ensure_offline_base(settings: Settings, pins: Pins, client, echo=print) -> str:

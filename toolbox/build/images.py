@@ -24,7 +24,8 @@ from pathlib import Path
 from toolbox.engine.client import docker_client, image_or_none
 from toolbox.engine.container import ContainerSpec, run_to_end
 from toolbox.errors import ToolboxError
-from toolbox.build.base import BASE_REPO, build_lock, ensure_offline_base, mkdir as _mkdir
+from toolbox.build.base import BASE_REPO, build_lock, ensure_offline_base, from_registry, online_source
+from toolbox.build.base import mkdir as _mkdir
 from toolbox.build.pins import LABEL_PREFIX, Pins, build_args, load_pins
 from toolbox.settings import Settings
 
@@ -113,7 +114,7 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
         base = ensure_offline_base(settings, pins, client, echo)
         base_identity = client.images.get(base).id
     else:
-        base = b.base_image
+        base = from_registry(b.base_image, settings.registry)
         base_identity = base
 
     # Source: context (offline: sdist or --source) or fetched by the build itself at the pinned commit.
@@ -158,6 +159,11 @@ def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
     if check and not b.check_targets:
         raise ToolboxError(f"backend {backend!r} has no check_targets in containers/pins.toml", "build the full image instead (without --check)")
     args = build_args(pins, backend, base, "context" if tree is not None else "fetch")
+    host_network = False
+    if tree is None:  # the online path: llama.cpp fetched by the build, the runtime base from the same registry
+        args["LLAMA_REPO"], host_network = online_source(settings, pins)
+        if b.runtime_base_image:
+            args["RUNTIME_BASE_IMAGE"] = from_registry(b.runtime_base_image, settings.registry)
 
     log = _mkdir(settings.cache_dir / "logs") / f"build-{backend}-{digest[:12]}.log"
     unverified = f"{tag}-unverified"
@@ -170,12 +176,13 @@ def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
         cmd = ["docker", "buildx", "build", "--progress=plain", "--target", "check-report" if check else "runtime",
                "-f", str(settings.containers_dir / b.dockerfile)]
         cmd += ["--output", f"type=local,dest={report_dir}"] if check else ["-t", unverified]
+        cmd += ["--network", "host"] if host_network else []  # a loopback source URL is only reachable from the host
         for k, v in args.items():
             cmd += ["--build-arg", f"{k}={v}"]
         cmd.append(str(ctx))
         what = f"checking {backend} (configure + {len(b.check_targets)} units)" if check else f"building {tag}"
         echo(f"{what} ({'offline' if offline else 'online'}, base {base}); log: {log}")
-        with _one_build_at_a_time(settings, echo):
+        with one_build_at_a_time(settings, echo):
             rc = _stream(cmd, log, echo)
         report = log.with_suffix(".check.log")
         if check and rc == 0:
@@ -196,7 +203,7 @@ def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
 
 
 @contextlib.contextmanager
-def _one_build_at_a_time(settings: Settings, echo):
+def one_build_at_a_time(settings: Settings, echo):
     """A machine-wide lock around the compile: two image builds at once only slow each other down."""
     path = _mkdir(settings.cache_dir / "locks") / "image-build.lock"
     with open(path, "w") as f:
@@ -304,7 +311,7 @@ def find_image(settings: Settings, backend: str, client=None) -> str | None:
     local offline base), or None: after a pin changes, an older image is never used silently."""
     client = client or docker_client()
     pins = load_pins(settings.pins_file)
-    identities = [pins.backend(backend).base_image]
+    identities = [from_registry(pins.backend(backend).base_image, settings.registry)]
     offline_base = image_or_none(client, f"{BASE_REPO}:debian-{pins.debian.suite}")
     if offline_base is not None:
         identities.append(offline_base.id)
