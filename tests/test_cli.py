@@ -47,6 +47,8 @@ def walk_cases():
         ("build", "backend"): ["nonsense"],
         ("build", "source"): ["/nonexistent"],
         ("build", "variant"): ["nonsense"],
+        ("pins", "source"): ["/nonexistent"],
+        ("pins", "action"): ["nonsense"],
         ("import", "paths"): ["/nonexistent.md"],
         ("export", "run_ids"): ["nonexistent", "2026"],  # unknown; a prefix of several runs
         ("export", "out"): [blocker],
@@ -74,7 +76,7 @@ def walk_cases():
     }
     anything_goes = {("log", "note"): "free text"}
     # what a task needs besides the flag under test (its positionals, a required flag)
-    base_argv = {"compare": [KV, NEW_KV], "log": [KV, NEW_KV, "--title", "t"], "build": ["cpu"]}
+    base_argv = {"compare": [KV, NEW_KV], "log": [KV, NEW_KV, "--title", "t"], "build": ["cpu"], "pins": ["bump"]}
     cases, unchecked = [], []
     for ctx in contexts():
         for arg in ctx.args.values():

@@ -125,7 +125,7 @@ def test_online_build_from_the_local_registry_and_source_server(backend, registr
     host, _ = registry
     url, tree = source_server
     settings = load_settings(registry=host, llama_source_url=f"{url}/ggml-org/llama.cpp")
-    r = build(settings, backend, offline=False, echo=None)
+    r = build(settings, backend, offline=False)
     client = docker.from_env()
     try:
         log = r.log.read_text() if r.log else ""
@@ -133,7 +133,7 @@ def test_online_build_from_the_local_registry_and_source_server(backend, registr
         if not r.up_to_date:  # the build fetched the archive from the server and checked its tree hash
             assert f"/archive/{PINS.llama_cpp.commit}.tar.gz" in log and "source-context" not in log
         assert tree_hash(tree) == PINS.llama_cpp.tree_sha256  # what the in-build check compared with
-        offline = build(load_settings(offline=True), backend, offline=True, echo=None)
+        offline = build(load_settings(offline=True), backend, offline=True)
         assert _version(client, r.tag) == _version(client, offline.tag)  # same llama.cpp build info
         assert r.labels["org.strix-toolbox.llama-commit"] == offline.labels["org.strix-toolbox.llama-commit"]
     finally:
@@ -145,7 +145,7 @@ def test_online_build_refuses_a_source_that_is_not_the_pinned_tree(registry, sou
     url, _ = source_server
     settings = load_settings(registry=host, llama_source_url=f"{url}/someone/llama.cpp")
     with pytest.raises(ToolboxError, match="does not match the pin"):
-        build(settings, "cpu", offline=False, echo=None, force=True)
+        build(settings, "cpu", offline=False, force=True)
 
 
 def test_rocm_dockerfile_fetch_stage_runs_against_the_source_server(registry, source_server, tmp_path):

@@ -62,8 +62,8 @@ def verify_tree(tree: Path, pins: Pins, origin: str) -> Path:
     return tree
 
 
-def local_source(path: Path, pins: Pins, cache_dir: Path) -> Path:
-    """A directory or tarball given with --source, verified against the pin; tarballs are unpacked once."""
+def source_tree(path: Path, cache_dir: Path) -> Path:
+    """The llama.cpp tree in a directory, a tarball of one or an sdist (unpacked once into the cache), not verified."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ToolboxError(f"--source {path} does not exist", "pass a llama.cpp directory or a .tar.gz of one")
@@ -71,14 +71,18 @@ def local_source(path: Path, pins: Pins, cache_dir: Path) -> Path:
         tree = _find_tree(path)
         if tree is None:
             raise ToolboxError(f"--source {path} is not a llama.cpp tree (no CMakeLists.txt, ggml/, tools/llama-bench/)", "pass the llama.cpp checkout's top directory")
-        return verify_tree(tree, pins, f"--source {path}")
+        return tree
     if not tarfile.is_tarfile(path):
         raise ToolboxError(f"--source {path} is neither a directory nor a tarball", "pass a llama.cpp directory or a .tar.gz of one")
-    dest = cache_dir / "sources" / f"tar-{sha256_file(path)[:16]}"
-    tree = _unpack(path, dest)
+    tree = _unpack(path, cache_dir / "sources" / f"tar-{sha256_file(path)[:16]}")
     if tree is None:
         raise ToolboxError(f"--source {path} holds no llama.cpp tree", "pass a tarball of a llama.cpp checkout or llama-cpp-python's sdist")
-    return verify_tree(tree, pins, f"--source {path}")
+    return tree
+
+
+def local_source(path: Path, pins: Pins, cache_dir: Path) -> Path:
+    """A directory or tarball given with --source, verified against the pin; tarballs are unpacked once."""
+    return verify_tree(source_tree(path, cache_dir), pins, f"--source {Path(path).expanduser()}")
 
 
 def _unpack(tarball: Path, dest: Path) -> Path | None:

@@ -22,6 +22,13 @@ def _variant(name: str) -> None:
         raise ToolboxError(f"no image variant {name!r} in containers/pins.toml", f"variants: {', '.join(variants) or 'none'}")
 
 
+def _pins_action(action: str) -> None:
+    from toolbox.errors import ToolboxError
+
+    if action not in ("check", "bump"):
+        raise ToolboxError(f"{action!r} is not an action of invoke pins", "use check or bump")
+
+
 def _source(path: str) -> None:
     from pathlib import Path
 
@@ -108,3 +115,60 @@ def images(c):
             r["created"][:16].replace("T", " "),
         )
     console().print(table)
+
+
+@f.command(
+    positional=("action",),
+    action=f.Text(
+        "check: which pinned Debian versions the archive no longer has (exit 1 if any); "
+        "bump: set every pin to the newest version its suite has, and say what changed",
+        placeholder="ACTION",
+        check=_pins_action,
+    ),
+    source=f.Path("bump: a new llama.cpp source (directory, tarball or sdist): its tree hash goes into pins.toml", check=_source),
+    dry_run=f.Switch("bump: say what would change, write nothing"),
+)
+def pins(c, action, source=None, dry_run=False):
+    """Pins that never rot: check them against Debian's package lists, or bump them to the newest versions."""
+    from invoke import Exit
+
+    from toolbox.build import archive
+    from toolbox.build.pins import load_pins
+
+    s = settings()
+    p = load_pins(s.pins_file)
+    states, sources = archive.check_pins(p, s.cache_dir)
+    for src in sources:
+        print(f"read {src}")
+    gone = [st for st in states if st.suite is None]
+    if action == "check":
+        for st in gone:
+            print(f"{st.image}: {st.package} {st.pinned} is gone from the archive (newest there: {st.newest or 'none'})")
+        if gone:
+            raise Exit(f"{len(gone)} pinned version(s) gone: run `invoke pins bump`, or build from the snapshot (docs/pins.md)", 1)
+        print(f"all {len(states)} pinned Debian versions of {len({st.image for st in states})} images are in the archive")
+        return
+    changes = archive.proposed_bumps(states)
+    text = s.pins_file.read_text()
+    new_text = archive.bump_text(text, changes)
+    for (package, old), new in sorted(changes.items()):
+        print(f"{package}: {old} -> {new}")
+    new_hash = p.llama_cpp.tree_sha256
+    if source:
+        from toolbox.build.source import source_tree, tree_hash
+
+        new_hash = tree_hash(source_tree(source, s.cache_dir))
+        if new_hash != p.llama_cpp.tree_sha256:
+            print(f"llama.cpp tree_sha256: {p.llama_cpp.tree_sha256[:12]} -> {new_hash[:12]} (set commit, short_commit, build_number)")
+            new_text = new_text.replace(p.llama_cpp.tree_sha256, new_hash)
+    if new_text == text:
+        print("nothing to change: every pin is the newest its suite has")
+        return
+    if dry_run:
+        print("(dry run: nothing written)")
+        return
+    s.pins_file.write_text(new_text)
+    compose = s.pins_file.parent.parent / "compose.yaml"
+    if compose.exists():
+        compose.write_text(archive.bump_compose_text(compose.read_text(), changes).replace(p.llama_cpp.tree_sha256, new_hash))
+    print(f"wrote {s.pins_file}" + (f" and {compose}" if compose.exists() else "") + ": rebuild the images and compare (docs/pins.md)")
