@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     containers_dir: Path = Field(REPO_ROOT / "containers", description="Dockerfiles per backend")
     offline: bool = Field(False, description="build without registry or git: local Debian base, source from PyPI sdist")
     registry: str = Field("", description="registry the online path pulls pinned base images from; empty: as pinned (Docker Hub)")
-    llama_source_url: str = Field("", description="online path: llama.cpp is fetched from <this>/archive/<commit>.tar.gz; empty: the pinned repo")
+    llama_source_url: str = Field("", description="online path: llama.cpp comes from <this>/archive/<commit>.tar.gz; empty: pinned repo")
     host_root: Path = Field(Path("/"), description="root for host reads (sysfs, procfs): tests point it at a recorded tree")
     group_timeout_s: float = Field(3600.0, description="timeout for one container (one group of cases)")
     peak_bandwidth_gbs: float = Field(256.0, description="memory bandwidth peak, GB/s (Strix Halo theoretical: 256)")
