@@ -6,6 +6,7 @@ Durable means: a line is flushed and fsynced before the call returns, and a half
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,17 +42,26 @@ def write_json_atomic(path: Path, data, *, indent: int | None = 2) -> None:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line (a newline is added), flushed and fsynced; starts a fresh line after a half-written one."""
+    """Append one line (a newline is added), flushed and fsynced; starts a fresh line after a half-written one.
+
+    A write that fails (disk full, an I/O error) is cut back: the file ends where it ended before, never
+    with half a line, and the OSError is raised."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    with open(path, "ab+") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    with open(path, "ab+", buffering=0) as f:
+        start = f.seek(0, os.SEEK_END)
+        try:
+            if start > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    data = b"\n" + data
+            view = memoryview(data)
+            while view:
+                view = view[f.write(view) :]
+            os.fsync(f.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                f.truncate(start)
+            raise
 
 
 def append_jsonl(path: Path, record: dict) -> None:

@@ -97,7 +97,7 @@ def bench(
     line = telemetry_line(s.results_dir, r.run_id)
     rows = r.rows
     checked = None
-    if check and r.status != "interrupted":
+    if check and r.status != "interrupted" and not r.error:
         from toolbox.quality.check import attach_quality
         from toolbox.report.quality_view import error_lines, render_table
         from toolbox.store.runs import load_run
@@ -122,7 +122,7 @@ def bench(
     out.print(f"results: {r.run_dir}/rows.jsonl (run.json: provenance; logs/: llama-bench stderr)")
     if line:
         out.print(line, markup=False, soft_wrap=True)
-    exit_with(gate.bench_exit(r.status, r.run_id, r.run_dir, r.failed, checked))
+    exit_with(gate.bench_exit(r.status, r.run_id, r.run_dir, r.failed, checked, r.error))
 
 
 @f.command(

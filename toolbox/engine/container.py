@@ -208,10 +208,15 @@ def run_to_end(client, spec: ContainerSpec, *, timeout_s: float) -> Finished:
 
 
 def _copy_stderr(container, path: Path) -> None:
-    with open(path, "ab") as out:
-        for chunk in container.logs(stream=True, follow=True, stdout=False, stderr=True):
-            out.write(chunk)
-            out.flush()
+    """Copy the container's stderr to a log file; a log that cannot be written (disk full) stops quietly:
+    the rows are what must not be lost, and their writer reports the full disk."""
+    try:
+        with open(path, "ab") as out:
+            for chunk in container.logs(stream=True, follow=True, stdout=False, stderr=True):
+                out.write(chunk)
+                out.flush()
+    except OSError:
+        return
 
 
 def read_log(path: Path) -> str:

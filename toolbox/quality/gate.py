@@ -60,12 +60,16 @@ def rejected(results: list[dict]) -> list[dict]:
     return [r for r in results if not acceptable(r.get("verdict"))]
 
 
-def bench_exit(status: str, run_id: str | None, run_dir, failed: int, checked: list[dict] | None) -> tuple[int, str] | None:
+def bench_exit(
+    status: str, run_id: str | None, run_dir, failed: int, checked: list[dict] | None, error: str | None = None
+) -> tuple[int, str] | None:
     """(exit code, message) for a finished `invoke bench`, None for success.
 
-    130 interrupted (the rows are kept; --resume continues), 1 when cases failed or the quality
-    check rejected a configuration.
+    130 interrupted (the rows are kept; --resume continues), 1 when the run failed as a whole (`error`:
+    a full disk), when cases failed or the quality check rejected a configuration.
     """
+    if error:
+        return 1, f"error: {error}"
     if status == "interrupted":
         return 130, f"interrupted: finished rows are kept; continue with: invoke bench --resume {run_id}"
     if failed:

@@ -9,6 +9,7 @@ means (summaries, exit codes) is decided above this layer: toolbox.report.summar
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
@@ -39,7 +40,7 @@ from toolbox.run.matrix import Case, Group, Plan, expand, group_cases, load_matr
 from toolbox.run.telemetry import start_for_run
 from toolbox.settings import Settings
 from toolbox.store.rows import make_row
-from toolbox.store.runs import RunWriter, load_run
+from toolbox.store.runs import ResultsWriteError, RunWriter, load_run
 
 
 @dataclass
@@ -53,6 +54,7 @@ class BenchResult:
     skipped_done: int = 0
     status: str = "planned"
     rows: list[dict] = field(default_factory=list)
+    error: str | None = None  # why a run failed as a whole (a full disk)
 
 
 def resolve_backends(requested: str | None, spec: dict, settings: Settings, client) -> list[str]:
@@ -196,17 +198,25 @@ def _execute(ctx: RunContext, result: BenchResult, done: set[str], console) -> N
         ctx.stop.set()
         status = "interrupted"
         writer.update(interrupted_by=signals[0] if signals else "SIGINT")
+    except ResultsWriteError as exc:  # disk full or an I/O error: the run ends here, every row on disk is kept
+        ctx.stop.set()
+        status = "failed"
+        result.error = str(writer.write_error(exc.os_error, exc.path, len(todo) - result.ok - result.failed))
     finally:
         # a second Ctrl-C can land while a container is being created: remove whatever this run left
         remove_leftovers(ctx.client, writer.run_id)
         if ctx.telemetry is not None:
-            ctx.telemetry.close()
+            with contextlib.suppress(OSError):
+                ctx.telemetry.close()
     if status == "complete" and result.ok == 0 and result.failed:
         status = "failed"
-    writer.update(wall_seconds=round(time.monotonic() - t_start, 3))
-    writer.finish(status)
-    plan_view.remember(ctx.settings, writer.meta, result.rows)
     result.status = status
+    try:
+        writer.update(wall_seconds=round(time.monotonic() - t_start, 3), **({"error": result.error} if result.error else {}))
+        writer.finish(status)
+        plan_view.remember(ctx.settings, writer.meta, result.rows)
+    except (ResultsWriteError, OSError) as exc:
+        result.error = result.error or str(exc)  # run.json could not be written: the next command closes the run
 
 
 def prepare_images(settings: Settings, client, plan: Plan, backends: list[str], build_missing: bool = False) -> dict[str, str]:

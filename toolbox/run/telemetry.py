@@ -92,7 +92,10 @@ class Sampler:
     def flush(self) -> None:
         with self._lock:
             batch, self._buf = self._buf, []
-        append_records(self.run_path, batch)
+        try:
+            append_records(self.run_path, batch)
+        except OSError:  # a full disk: sampling stops quietly; the rows' writer ends the run and says so
+            self._stop.set()
 
     def mark(self, event: str, **fields) -> None:
         """Record an event on the samples' clock (and set the phase/group the next samples carry)."""
@@ -122,7 +125,9 @@ class Sampler:
             self._thread.join(timeout=5)
         self.flush()
         end = {"kind": "end", "t": round(time.monotonic(), 4), "samples": self.count, "warnings": self.reader.warnings}
-        append_records(self.run_path, [end])
+        with self._lock:
+            self._buf.append(end)
+        self.flush()
 
 
 def start_sampler(root: Path, run_path: Path, *, rate_hz: float, idle_s: float) -> Sampler:

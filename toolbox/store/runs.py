@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -33,6 +34,22 @@ RUN_MIGRATIONS = {0: lambda meta: {**meta, "schema_version": 1, "kind": meta.get
 
 class ResultsWarning(UserWarning):
     """A problem in stored results that was skipped (a half-written line, a corrupt run)."""
+
+
+class ResultsWriteError(ToolboxError):
+    """Results could not be written (disk full, an I/O error): the run ends cleanly, rows on disk stay readable."""
+
+
+RESERVE = ".reserve"  # space set aside when a run starts, given back so run.json can still say why a full disk ended it
+RESERVE_BYTES = 256 * 1024
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -100,6 +117,7 @@ class RunWriter:
         full.setdefault("status", "running")
         write_json_atomic(path / "run.json", clean(full))
         mark_running(path, full["process"])
+        _reserve(path)
         return cls(path, full)
 
     @classmethod
@@ -110,6 +128,7 @@ class RunWriter:
         w.logs_dir.mkdir(exist_ok=True)
         w.update(process=process_identity())
         mark_running(path, w.meta["process"])
+        _reserve(path)
         return w
 
     def append(self, row: dict) -> dict:
@@ -118,14 +137,46 @@ class RunWriter:
         stored.update({k: v for k, v in row.items() if k not in ("schema_version", "run_id")})
         stored = clean(stored)
         with self._lock:
-            append_line(self.rows_path, json.dumps(stored, ensure_ascii=False, default=str))
+            try:
+                append_line(self.rows_path, json.dumps(stored, ensure_ascii=False, default=str))
+            except OSError as exc:  # the line was cut back: every row before it stays readable
+                raise self.write_error(exc, self.rows_path) from None
         return stored
 
+    def write_error(self, exc: OSError, path: Path, remaining_rows: int = 0) -> ResultsWriteError:
+        """A one-line error for a failed write: what failed, the space free there and the space the run still needs."""
+        import shutil
+
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            free = None
+        rows = max(1, sum(1 for _ in open(self.rows_path, "rb"))) if self.rows_path.exists() else 1
+        per_row = max(4096, (self.rows_path.stat().st_size if self.rows_path.exists() else 0) // rows)
+        need = remaining_rows * per_row + 1024 * 1024  # the rows still to come, their logs and run.json
+        where = f"{_size(free)} free in {self.path.parent}" if free is not None else f"in {self.path.parent}"
+        err = ResultsWriteError(
+            f"cannot write {path.name} of run {self.run_id} ({exc.strerror or exc}); {where}, the run needs about "
+            f"{_size(need)} more" + (f" for {remaining_rows} rows" if remaining_rows else ""),
+            f"free at least {_size(need)} there, then `invoke bench --resume {self.run_id}` measures what is missing",
+        )
+        err.os_error, err.path = exc, path
+        return err
+
     def update(self, **fields) -> None:
-        """Merge fields into run.json (written to a temporary file, then renamed over it)."""
+        """Merge fields into run.json (written to a temporary file, then renamed over it).
+
+        On a full disk the space set aside at the start is given back and the write tried once more."""
         with self._lock:
             self.meta.update(fields)
-            write_json_atomic(self.path / "run.json", clean(self.meta))
+            try:
+                write_json_atomic(self.path / "run.json", clean(self.meta))
+            except OSError as exc:
+                try:
+                    (self.path / RESERVE).unlink()
+                    write_json_atomic(self.path / "run.json", clean(self.meta))
+                except OSError:
+                    raise self.write_error(exc, self.path / "run.json") from None
 
     def finish(self, status: str) -> None:
         """Close the run: ended_at, status ('complete', 'interrupted', 'failed') and the summary `invoke results` shows."""
@@ -137,6 +188,19 @@ class RunWriter:
         summary["rows_bytes"] = self.rows_path.stat().st_size if self.rows_path.exists() else 0
         self.update(status=status, ended_at=now_iso(), summary=summary)
         unmark(self.path)
+        (self.path / RESERVE).unlink(missing_ok=True)
+
+
+def _reserve(path: Path) -> None:
+    """Set RESERVE_BYTES aside in the run directory (really allocated), for run.json's last word on a full disk."""
+    try:
+        fd = os.open(path / RESERVE, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        finally:
+            os.close(fd)
+    except OSError:
+        (path / RESERVE).unlink(missing_ok=True)  # no room even for that: run.json is written as it can be
 
 
 def summarize(rows: list[dict]) -> dict:
