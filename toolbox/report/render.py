@@ -312,5 +312,8 @@ def _energy_missing(results_dir, runs) -> bool:
     for meta, _ in runs:
         d = Path(results_dir) / (meta.get("run_id") or "")
         if meta.get("run_id") and (d / FILE).exists() and not (d / ENERGY_FILE).exists():
-            wrote = bool(attach_energy(results_dir, meta["run_id"])) or wrote
+            try:
+                wrote = bool(attach_energy(results_dir, meta["run_id"])) or wrote
+            except OSError:  # a results directory we may not write to: the report goes on without energy
+                continue
     return wrote
