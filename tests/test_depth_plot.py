@@ -42,3 +42,27 @@ def test_one_look_per_configuration_on_every_plot():
     many = plots.config_styles(f"cfg{i}" for i in range(30))
     assert len(set(many.values())) == 30  # 10 colours x 3 line styles before a look repeats
     assert _texts(KV)  # a run with two depths draws
+
+
+def _pixels(png: bytes, colour: str) -> int:
+    """How many pixels of the PNG have this colour (markers and bars are filled with it)."""
+    import io
+
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = (mpimg.imread(io.BytesIO(png))[..., :3] * 255).round()
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(img - rgb).max(axis=-1) <= 2).sum())
+
+
+def test_a_backend_has_the_same_colour_in_the_depth_and_the_bar_plot():
+    """depth.png's line 'backend=cpu' and backends.png's cpu bars are drawn in one colour, vulkan in another."""
+    col = collect([load_run(FIXTURE_RUNS, DEPTH)])
+    looks = plots.config_styles(["backend=cpu", "backend=vulkan"])
+    depth, bars = plots.plot_depth(col), plots.plot_backends(col)
+    for backend in ("cpu", "vulkan"):
+        colour = looks[f"backend={backend}"][0]
+        assert _pixels(depth.png, colour) > 50 and _pixels(bars.png, colour) > 500, backend
+    unused = plots.STYLES[5][0]  # a colour neither plot should use
+    assert _pixels(depth.png, unused) == 0 and _pixels(bars.png, unused) == 0

@@ -309,6 +309,7 @@ def plot_backends(col: Collected) -> Plot | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    looks = config_styles(f"backend={b}" for b in backends)  # the colour a backend's line has in depth.png
     fig, axes = plt.subplots(
         1,
         len(kinds),
@@ -339,7 +340,7 @@ def plot_backends(col: Collected) -> Plot | None:
                 lab = lab if len(lab) <= 40 else lab[:39] + "…"
                 labels.append(f"{lab}\nnot counted: {best.not_counted}".strip() if not counted else lab)
                 grey.append(not counted)
-            bars = ax.bar(xs, ys, width * 0.95, yerr=errs, capsize=3, label=b)
+            bars = ax.bar(xs, ys, width * 0.95, yerr=errs, capsize=3, label=b, color=looks[f"backend={b}"][0])
             for bar, is_grey in zip(bars, grey):
                 if is_grey:
                     bar.set(facecolor="#e6e6e6", edgecolor=GREY, hatch="//")
