@@ -91,3 +91,14 @@ def test_bump_keeps_the_file_s_layout():
     out = bump_text(text, {("cmake", "1-1"): "1-2", ("g++", "2-1"): "2-2"})
     assert out == 'a = { cmake = "1-2", "g++" = "2-2" }\n# cmake = "1-2" in a comment\nlibcmake = "1-1"\n'
     assert bump_compose_text("X: libc6=2.43-7 libc6-dev=2.43-7", {("libc6", "2.43-7"): "2.43-8"}) == "X: libc6=2.43-8 libc6-dev=2.43-7"
+
+
+def test_the_snapshot_is_a_dated_archive_url(tmp_path):
+    pins = load_pins(REPO / "containers" / "pins.toml")
+    assert pins.debian.snapshot_mirror == f"https://snapshot.debian.org/archive/debian/{pins.debian.snapshot}"
+    bad = tmp_path / "pins.toml"
+    bad.write_text((REPO / "containers" / "pins.toml").read_text().replace(pins.debian.snapshot, "last tuesday"))
+    from toolbox.errors import ToolboxError
+
+    with pytest.raises(ToolboxError, match="debian.snapshot"):
+        load_pins(bad)

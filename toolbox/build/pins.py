@@ -36,6 +36,13 @@ class LlamaCppPins(_Frozen):
 class DebianPins(_Frozen):
     mirror: str
     suite: str
+    # snapshot.debian.org timestamp (YYYYMMDDTHHMMSSZ) at which every pinned version was in the archive
+    snapshot: str | None = Field(None, pattern=r"^\d{8}T\d{6}Z$")
+
+    @property
+    def snapshot_mirror(self) -> str | None:
+        """The dated archive that keeps every pinned version after the live mirror dropped it."""
+        return f"https://snapshot.debian.org/archive/debian/{self.snapshot}" if self.snapshot else None
 
 
 class VariantPins(_Frozen):

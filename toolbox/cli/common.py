@@ -10,12 +10,14 @@ from toolbox.cli import flags as f
 
 
 def _backend_names(text: str) -> None:
+    from toolbox.build.pins import load_pins
     from toolbox.errors import ToolboxError
     from toolbox.llamacpp import BACKENDS
 
+    images = [n for n in load_pins(settings().pins_file).image_names() if n not in BACKENDS]  # variants: vulkan:mesa-sid, rocm-debian
     for b in comma_list(text):
-        if b not in (*BACKENDS, "auto"):
-            raise ToolboxError(f"unknown backend {b!r}", f"choose {', '.join(BACKENDS)}, a comma list of them, or auto")
+        if b not in (*BACKENDS, *images, "auto"):
+            raise ToolboxError(f"unknown backend {b!r}", f"choose {', '.join(BACKENDS)}, an image ({', '.join(images)}), a list, or auto")
 
 
 def _model(path: str) -> None:

@@ -127,8 +127,9 @@ def images(c):
     ),
     source=f.Path("bump: a new llama.cpp source (directory, tarball or sdist): its tree hash goes into pins.toml", check=_source),
     dry_run=f.Switch("bump: say what would change, write nothing"),
+    snapshot=f.Switch("read the package lists of the dated snapshot in pins.toml [debian] instead of the mirror"),
 )
-def pins(c, action, source=None, dry_run=False):
+def pins(c, action, source=None, dry_run=False, snapshot=False):
     """Pins that never rot: check them against Debian's package lists, or bump them to the newest versions."""
     from invoke import Exit
 
@@ -137,7 +138,9 @@ def pins(c, action, source=None, dry_run=False):
 
     s = settings()
     p = load_pins(s.pins_file)
-    states, sources = archive.check_pins(p, s.cache_dir)
+    if snapshot and not p.debian.snapshot:
+        raise Exit("pins.toml [debian] has no snapshot timestamp: add one (docs/pins.md)", 2)
+    states, sources = archive.check_pins(p, s.cache_dir, p.debian.snapshot_mirror if snapshot else None)
     for src in sources:
         print(f"read {src}")
     gone = [st for st in states if st.suite is None]
