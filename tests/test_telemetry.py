@@ -133,3 +133,17 @@ def test_a_bench_run_on_a_fake_strix_halo_tree_samples_idle_and_every_row(cpu_im
     assert idle[0]["v"]["gpu.power_avg_w"] == 12.0 and busy[-1]["v"]["gpu.power_avg_w"] == 110.0
     meta = json.loads((r.run_dir / "run.json").read_text())
     assert meta["telemetry"]["gpu_metrics_version"] == {"gpu": "3.0"}
+
+
+def test_a_telemetry_file_that_cannot_be_written_stops_sampling_not_the_run(tmp_path):
+    root = fake_strix_halo(tmp_path / "host")
+    run = tmp_path / "run"
+    run.mkdir()
+    sampler = start_sampler(root, run, rate_hz=20, idle_s=0)
+    (run / "telemetry.jsonl").unlink()
+    (run / "telemetry.jsonl").mkdir()  # every later write fails (EISDIR; root ignores chmod)
+    time.sleep(1.3)  # past the first flush
+    sampler.mark("row", group="g", case_id="c")
+    sampler.close()  # does not raise
+    assert sampler._thread is not None and not sampler._thread.is_alive()
+    assert sampler._stop.is_set() and (run / "telemetry.jsonl").is_dir()
