@@ -109,6 +109,20 @@ def check_writable(path, *, directory: bool = False) -> None:
         raise ToolboxError(f"cannot write {p}: {target} is not writable", "give a path inside a writable directory")
 
 
+def make_dir(path, what: str) -> Path:
+    """mkdir -p; a failure is a one-line ToolboxError: 'cannot create the {what} directory PATH: reason'."""
+    from toolbox.errors import ToolboxError
+
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolboxError(
+            f"cannot create the {what} directory {p}: {exc.strerror or exc}", "pass a writable directory with --out"
+        ) from None
+    return p
+
+
 def write_text(path, text: str) -> None:
     """Write a text file; a failure is a one-line ToolboxError naming the path."""
     from toolbox.errors import ToolboxError

@@ -16,6 +16,7 @@ from toolbox.analysis.answer import Answer, GoalAnswer, answers, goal_answers
 from toolbox.analysis.identity import IDENTITY_FIELDS, Collected, collect, identity, model_name, test_name
 from toolbox.analysis.provenance import provenance
 from toolbox.errors import ToolboxError
+from toolbox.files import make_dir
 from toolbox.report import answer_view
 from toolbox.report.plots import Plot, make_plots
 from toolbox.report.tables import (
@@ -236,13 +237,7 @@ def build_report(
 def write_report(rep: Report, out_dir: Path) -> Report:
     """Write report.md, report.html and the PNGs into out_dir. A PNG that can't be written is a problem
     noted in the report; report.md / report.html that can't be written is an error."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ToolboxError(
-            f"cannot create the report directory {out_dir}: {exc.strerror}", "pass a writable directory with --out"
-        ) from None
+    out_dir = make_dir(out_dir, "report")
     rep.out_dir = out_dir
     written = []
     for p in list(rep.plots):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from toolbox.analysis.identity import collect
 from toolbox.errors import ToolboxError
-from toolbox.files import write_json_atomic
+from toolbox.files import make_dir, write_json_atomic
 from toolbox.report.render import build_report
 from toolbox.site import data, pages, runpage, trends
 from toolbox.store.runs import ResultsWarning, load_run, run_ids
@@ -92,13 +92,7 @@ def _read_run(settings, run_id: str) -> tuple[dict, list[dict], str]:
 def build_site(settings, out_dir: Path | None = None, *, full: bool = False, references_file: Path | None = None) -> SiteBuild:
     """Build (or bring up to date) the site over every run of settings.results_dir in out_dir."""
     t0 = time.perf_counter()
-    out = Path(out_dir) if out_dir else default_out(settings)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ToolboxError(
-            f"cannot create the site directory {out}: {exc.strerror or exc}", "pass a writable directory with --out"
-        ) from None
+    out = make_dir(Path(out_dir) if out_dir else default_out(settings), "site")
     result = SiteBuild(out)
     manifest = {"version": data.SITE_VERSION, "runs": {}, "verdicts": {}, "trends": {}} if full else _load_manifest(out / MANIFEST)
     old = manifest["runs"]
