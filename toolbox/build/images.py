@@ -40,10 +40,10 @@ BUILD_FAILURES = (
     ("Unable to locate package", "a pinned package is not in the archive", "fix the package name in containers/pins.toml"),
     ("CMake did not use some of the pinned flags", "CMake ignores a pinned flag", "remove or fix it in cmake_flags in containers/pins.toml"),
     ("does not match tree_sha256", "the fetched llama.cpp tree does not match the pin", "fix commit / tree_sha256 in containers/pins.toml"),
-    ("failed to resolve source metadata", "the base image can't be pulled (no registry reachable?)", "build offline: add --offline"),
-    ("pull access denied", "the base image can't be pulled", "build offline: add --offline, or docker login"),
-    ("dial tcp", "the network is not reachable from the build", "build offline: add --offline"),
-    ("Could not resolve", "the network is not reachable from the build", "build offline: add --offline"),
+    ("failed to resolve source metadata", "the base image can't be pulled (no registry reachable?)", "it builds offline by itself when no registry answers; add --offline to make sure"),
+    ("pull access denied", "the base image can't be pulled", "docker login, or add --offline"),
+    ("dial tcp", "the network is not reachable from the build", "it builds offline by itself when no registry answers; add --offline to make sure"),
+    ("Could not resolve", "the network is not reachable from the build", "it builds offline by itself when no registry answers; add --offline to make sure"),
 )
 
 
@@ -102,10 +102,12 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
 
     pins = load_pins(settings.pins_file)
     b = pins.backend(backend)
-    offline = settings.offline if offline is None else offline
+    offline = settings.offline if offline is None and settings.offline else offline
     client = docker_client()
     _require_buildx()
     t0 = time.monotonic()
+    if offline is None:  # not asked either way: online when the base's registry answers (or the base is here)
+        offline = b.offline_capable and not _online_possible(client, from_registry(b.base_image, settings.registry), echo)
 
     if offline:
         if not b.offline_capable:
@@ -130,6 +132,15 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
     job = _BuildJob(settings, pins, backend, client, image_tag(pins, backend, digest), digest, base, tree, offline, echo, t0)
     with build_lock(settings, job.tag):  # a second `invoke build` of the same image waits, then finds it up to date
         return _build_locked(job, check=check, force=force)
+
+
+def _online_possible(client, base: str | None, echo) -> bool:
+    from toolbox.build.choose import registry_answers, registry_host
+
+    if not base or image_or_none(client, base) is not None or registry_answers(base):
+        return True
+    echo(f"no registry answers ({registry_host(base)}): building offline (the base from Debian's archive, llama.cpp from PyPI's sdist)")
+    return False
 
 
 @dataclass

@@ -27,7 +27,10 @@ def _kv(text: str) -> None:
     allow_cpu_vulkan=FLAGS["allow_cpu_vulkan"],
     dry_run=f.Switch("print the plan and the exact llama-bench command lines, run nothing"),
     resume=f.Text("run only the cases missing from that run (an id as in invoke report)", placeholder="RUN", check=FLAGS["run_ids"].check),
-    build=f.Switch("build missing images first"),
+    build=f.Switch("build missing images first (offline by itself when no registry answers)"),
+    offline=f.Switch(
+        "build missing images offline: the base from Debian's archive, llama.cpp from PyPI's sdist (as invoke build --offline)"
+    ),
     list=f.Switch("list the matrix presets"),
     repetitions=f.Int("override the matrix's repetitions (llama-bench -r)", low=1),
     cooldown=f.Number("seconds to wait between groups (thermals)", low=0, placeholder="SECONDS"),
@@ -51,6 +54,7 @@ def bench(
     dry_run=False,
     resume=None,
     build=False,
+    offline=False,
     list=False,
     repetitions=None,
     cooldown=None,
@@ -71,7 +75,7 @@ def bench(
     from toolbox.quality import gate
     from toolbox.run import bench as run_bench
 
-    s = settings()
+    s = settings(offline=True if offline else None)
     r = run_bench.bench(
         s,
         matrix=matrix,
@@ -163,7 +167,7 @@ def check(
 
     s = settings()
     out = console()
-    backends = resolve_backends(backend, {}, s, docker_client())
+    backends = resolve_backends(backend, {}, s, docker_client(), say=lambda line: out.print(line, markup=False))
     models = resolve_models([Path(m) for m in model] if model else None, s)
     ref = resolve_models([Path(reference)], s)[0] if reference else None
 

@@ -43,7 +43,8 @@ def _writable(path: str) -> None:
 # Flags several tasks take, declared once.
 FLAGS = {
     "backend": f.Text(
-        "rocm, vulkan, cpu, a comma list, or auto (rocm if /dev/kfd and its image exist, else vulkan with a GPU render node, else cpu)",
+        "rocm, vulkan, cpu, an image of containers/pins.toml (rocm-debian, vulkan:mesa-sid), a comma list, or auto (rocm if "
+        "/dev/kfd and a ROCm image exist, else vulkan with a GPU render node, else cpu); rocm uses the rocm image, else rocm-debian",
         placeholder="BACKEND",
         check=_backend_names,
     ),

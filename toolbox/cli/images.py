@@ -98,7 +98,7 @@ def images(c):
     console().print(pinned)
     rows = list_images(settings())
     if not rows:
-        print("no toolbox images yet: invoke build cpu (add --offline without a registry)")
+        print("no toolbox images yet: invoke build cpu (it builds offline by itself when no registry answers)")
         return
     table = Table(caption="*: built from the current pins (what invoke bench uses)")
     table.add_column("tag", no_wrap=True)

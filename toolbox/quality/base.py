@@ -62,7 +62,7 @@ def ensure_base(
     if cpu_image is None:
         raise ToolboxError(
             "no cpu image built from the current pins (the check's reference logits come from it)",
-            "run `invoke build cpu` (add --offline without a registry)",
+            "run `invoke build cpu` (it builds offline by itself when no registry answers)",
         )
     image_id = client.images.get(cpu_image).id
     model_sha = model_sha or model_identity(model, settings)["sha256"]

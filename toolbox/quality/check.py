@@ -33,7 +33,9 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolbox.build.choose import build_hint
 from toolbox.build.images import find_image
+from toolbox.build.pins import load_pins
 from toolbox.engine import devicelock
 from toolbox.engine.client import docker_client, image_or_none
 from toolbox.engine.container import ContainerSpec, in_container, model_mount, run_to_end, tail_line
@@ -89,7 +91,7 @@ def check_one(settings, client, config: CheckConfig, base: dict, *, allow_cpu_vu
     c = config
     model = Path(c.model).resolve()
     fa = fa_value(c.flash_attn if c.flash_attn is not None else "auto")
-    setup = device_setup(c.backend, settings.host_root, allow_cpu_vulkan)
+    setup = device_setup(runs_on(settings, c.backend), settings.host_root, allow_cpu_vulkan)
     found = image_or_none(client, c.image)
     result = {
         "backend": c.backend, "image": c.image, "image_id": found.id if found is not None else None, "model": str(model),
@@ -195,7 +197,7 @@ def _image_for(settings, client, backend: str, images: dict | None) -> str:
         raise ToolboxError(
             f"no {backend} image built from the current pins"
             + (" (the check's reference logits come from the cpu image)" if backend == "cpu" else ""),
-            f"run `invoke build {backend}`" + (" (add --offline without a registry)" if backend != "rocm" else ""),
+            build_hint(backend, build_flag=False),
         )
     return tag
 
@@ -228,7 +230,7 @@ def run_check(
     client = docker_client()
     configs = _configs(kv)
     # a missing device is an error before any container starts
-    setups = [device_setup(b, settings.host_root, allow_cpu_vulkan) for b in backends] + [device_setup("cpu")]
+    setups = [device_setup(runs_on(settings, b), settings.host_root, allow_cpu_vulkan) for b in backends] + [device_setup("cpu")]
     tags = {b: _image_for(settings, client, b, images) for b in [*backends, "cpu"]}
     out = []
     with devicelock.hold(settings.lock_dir, setups, what="invoke check", wait=wait):
@@ -299,7 +301,8 @@ def attach_quality(
     cpu_image = cpu_id if present(cpu_id) else find_image(settings, "cpu", client)
     bases: dict[str, dict] = {}
     out = []
-    setups = [device_setup(b, settings.host_root, allow_cpu_vulkan) for b in {r["backend"] for r in combos.values()} | {"cpu"}]
+    used = {r["backend"] for r in combos.values()} | {"cpu"}
+    setups = [device_setup(runs_on(settings, b), settings.host_root, allow_cpu_vulkan) for b in used]
     with devicelock.hold(settings.lock_dir, setups, what=f"invoke check of run {run_id}", wait=wait):
         for key, r in combos.items():
             sha, backend = r["model_sha256"], r["backend"]
@@ -316,7 +319,7 @@ def attach_quality(
                     if cpu_image is None:
                         raise ToolboxError(
                             "no cpu image for the check's reference logits",
-                            "run `invoke build cpu` (add --offline without a registry)",
+                            build_hint("cpu", build_flag=False),
                         )
                     bases[sha] = ensure_base(settings, client, Path(m["path"]), cpu_image=cpu_image, ctx=ctx, chunks=chunks, model_sha=sha)
                 config = CheckConfig(
@@ -338,3 +341,11 @@ def attach_quality(
             if on_result:
                 on_result(res)
     return out
+
+
+def runs_on(settings, backend: str) -> str:
+    """The backend whose devices an image uses (rocm-debian -> rocm, vulkan:mesa-sid -> vulkan)."""
+    try:
+        return load_pins(settings.pins_file).runs_on(backend)
+    except ToolboxError:
+        return backend.partition(":")[0]

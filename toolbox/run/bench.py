@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolbox.build.choose import build_hint, pick_backends
 from toolbox.build.images import find_image
 from toolbox.build.pins import LABEL_PREFIX, image_versions, load_pins
 from toolbox.engine import devicelock
@@ -57,20 +58,33 @@ class BenchResult:
     error: str | None = None  # why a run failed as a whole (a full disk)
 
 
-def resolve_backends(requested: str | None, spec: dict, settings: Settings, client) -> list[str]:
-    """--backend rocm|vulkan|cpu|auto, or a comma list; auto picks the best one this host can run."""
+def resolve_backends(requested: str | None, spec: dict, settings: Settings, client, say=None) -> list[str]:
+    """--backend rocm|rocm-debian|vulkan|cpu|auto, or a comma list; auto picks the best one this host can run.
+
+    `rocm` runs on whichever ROCm image is built (rocm, else rocm-debian), and says which (`say`)."""
+    say = say or (lambda line: print(line, file=sys.stderr))
+
+    def built(b: str) -> str | None:
+        return find_image(settings, b, client)
+
+    def rocm_image(names: list[str]) -> list[str]:
+        names, notes = pick_backends(names, built) if "rocm" in names else (names, [])
+        for note in notes:
+            say(note)
+        return names
+
     if requested and requested != "auto":
         names = [b.strip() for b in requested.split(",") if b.strip()]
         load_pins(settings.pins_file).check_image_names(names, BACKENDS)
-        return names
+        return rocm_image(names)
     if spec.get("images"):  # image variants as a dimension: each its own image, rows say which
         load_pins(settings.pins_file).check_image_names(spec["images"])
         return list(spec["images"])
     if spec.get("backends"):
-        return list(spec["backends"])
+        return rocm_image(list(spec["backends"]))
     root = settings.host_root
-    if (root / "dev" / "kfd").exists() and find_image(settings, "rocm", client):
-        return ["rocm"]
+    if (root / "dev" / "kfd").exists() and (built("rocm") or built("rocm-debian")):
+        return rocm_image(["rocm"])
     if list((root / "dev" / "dri").glob("renderD*")) if (root / "dev" / "dri").is_dir() else []:
         return ["vulkan"]
     return ["cpu"]
@@ -120,7 +134,7 @@ def bench(
         done = {r["case_id"] for r in old_rows if r.get("status") == "ok" and r.get("case_id")}
     else:
         spec, _, _ = load_matrix(matrix)
-        backends = resolve_backends(backend, spec, settings, client)
+        backends = resolve_backends(backend, spec, settings, client, say=lambda line: console.print(line, markup=False))
         model_paths = resolve_models([Path(m) for m in models] if models else None, settings)
         overrides = {"repetitions": repetitions, "cooldown_s": cooldown_s, "shuffle": shuffle, "seed": seed}
     plan = make_plan(settings, matrix, backends, model_paths, overrides)
@@ -228,8 +242,7 @@ def prepare_images(settings: Settings, client, plan: Plan, backends: list[str], 
         tag = find_image(settings, b, client)
         if tag is None:
             if not build_missing:
-                hint = "invoke build " + b.replace(":", " --variant ") + (" (add --offline without a registry)" if b != "rocm" else "")
-                raise ToolboxError(f"no {b} image built from the current pins", f"run `{hint}`, or add --build")
+                raise ToolboxError(f"no {b} image built from the current pins", build_hint(b))
             tag = build_image(settings, b).tag
         images[b] = tag
     for b, tag in images.items():

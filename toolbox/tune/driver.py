@@ -98,7 +98,8 @@ def tune(
     cpu_image = images.get("cpu") or find_image(settings, "cpu", client)
     if cpu_image is None:
         raise ToolboxError(
-            "no cpu image for the quality check's reference logits", "run `invoke build cpu` (add --offline without a registry)"
+            "no cpu image for the quality check's reference logits",
+            "run `invoke build cpu` (offline by itself without a registry)",
         )
     _check_budget(settings, sp, budget_s - before, budget)
 
