@@ -168,3 +168,30 @@ def test_every_configuration_broken_recommends_nothing_and_exits_1(cpu_image, be
     meta, rows = results.load_run(bench_settings.results_dir, r.run_id)
     assert rows and all(c["status"] == "dropped" for c in meta["tune"]["answer"]["candidates"])
     assert all("broken output" in c["why"] for c in meta["tune"]["answer"]["candidates"] if c["quality"])
+
+
+@pytest.mark.container
+def test_two_tune_runs_compare_like_any_runs(cpu_image, tmp_path):
+    for _ in range(2):
+        p = invoke("tune", "--space", TINY, "--budget", "10m", results_dir=tmp_path)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    a, b = runs_in(tmp_path)
+    p = invoke("compare", a, b, results_dir=tmp_path)
+    assert p.returncode in (0, 1) and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "pp512" in p.stdout and "tg128" in p.stdout and "tg32" in p.stdout, p.stdout[-3000:]
+    p = invoke("results", results_dir=tmp_path)
+    assert p.returncode == 0 and p.stdout.count("tune") >= 2, p.stdout
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("tool", ["llama-server", "llama-cli"])
+def test_every_flag_an_answer_can_use_is_one_the_pinned_tool_knows(cpu_image, tool):
+    import re
+
+    from toolbox.engine.client import docker_client
+    from toolbox.engine.container import tool_help
+    from toolbox.llamacpp import SERVER_FLAGS
+
+    help_text = tool_help(docker_client(), cpu_image, tool)
+    for param, flag in {**SERVER_FLAGS, "context": "-c"}.items():
+        assert re.search(rf"(^|[\s,]){re.escape(flag)}([\s,=]|$)", help_text, re.M), f"{tool} does not know {flag} ({param})"
