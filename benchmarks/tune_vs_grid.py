@@ -52,7 +52,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(results_dir=Path(tmp) / "results", offline=True)
         print(f"goal {args.goal}, space {Path(args.space).name}, a 2-core CI machine without a GPU (lavapipe = Mesa's software Vulkan)")
-        print(f"{'backend':8} {'cands':>5} {'grid best':40} {'tune choice':40} {'same?':24} {'grid s':>7} {'tune s':>7} {'ratio':>6}")
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
             grid = race(settings, backend, "grid", args)
             fast = race(settings, backend, "halving", args)
@@ -60,23 +59,24 @@ def main() -> None:
             if g is None or t is None:
                 print(f"{backend:8} nothing recommended (grid: {grid.race.outcome}, tune: {fast.race.outcome})")
                 continue
+            other = grid.race.standings[t.cand.key].confirm  # tune's choice as the grid measured it
             if g.cand.key == t.cand.key:
-                verdict = "same configuration"
+                verdict = "yes: the same configuration"
+            elif other is None:
+                verdict = "differs (the grid has no confirmed figure for tune's choice)"
             else:
-                # both configurations as the grid measured them, by the test tune uses against its runner-up
-                other = grid.race.standings[t.cand.key].confirm
-                c, mark, _ = judge_speed(other, g.confirm, alpha=ALPHA) if other else (None, "untested", "")
-                if c is None or c.p_value is None:
-                    verdict = "differs (untested)"
-                else:
-                    verdict = f"{'within noise' if mark == 'same' else 'differs'} (x{c.ratio:.3f}, p={c.p_value:.2g})"
-            gs, ts = grid.race.clock.spent, fast.race.clock.spent
-            print(
-                f"{backend:8} {len(grid.race.standings):5d} {grid.race.name(g)[:40]:40} {fast.race.name(t)[:40]:40} "
-                f"{verdict[:24]:24} {gs:7.1f} {ts:7.1f} {ts / gs:6.2f}"
-            )
-            print(f"         grid best {g.confirm.median:.1f} t/s; tune's choice {t.confirm.median:.1f} t/s in its own run")
-            print(f"         target: tune <= 1/3 of the grid's time: {'met' if ts <= gs / 3 else 'NOT met'}")
+                # the test tune uses against its runner-up, on the grid's own samples of both configurations
+                c, mark, _ = judge_speed(other, g.confirm, alpha=ALPHA)
+                same = "within noise" if mark in ("same", "untested") else "differs"
+                p = f"p={c.p_value:.2g}" if c.p_value is not None else "untested"
+                verdict = f"{same}: the grid measured tune's choice at {other.median:.1f} t/s (best/choice x{c.ratio:.2f}, {p})"
+            gs, ts = grid.spent_s, fast.spent_s
+            met = "met" if ts <= gs / 3 else "NOT met"
+            print(f"{backend}: {len(grid.race.standings)} candidates, goal {args.goal}")
+            print(f"  grid's best:   {grid.race.name(g)}: {g.confirm.median:.1f} t/s (median of {g.confirm.n})")
+            print(f"  tune's choice: {fast.race.name(t)}: {t.confirm.median:.1f} t/s in its own run")
+            print(f"  agree: {verdict}")
+            print(f"  machine time: grid {gs:.0f} s, tune {ts:.0f} s, ratio {ts / gs:.2f} (target <= 0.33: {met})")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class TuneResult:
     status: str  # complete, interrupted
     race: Race
     answer: dict
+    spent_s: float = 0.0  # machine time of the run, resumed sessions included
 
 
 def tune(
@@ -177,14 +178,15 @@ def tune(
     finally:
         remove_leftovers(client, writer.run_id)
     answer = build_answer(race, images, setups, model_path)
-    tune_meta = dict(writer.meta["tune"], spent_s=round(clock.spent, 3), budget_s=budget_s, answer=answer)
+    spent = clock.spent
+    tune_meta = dict(writer.meta["tune"], spent_s=round(spent, 3), budget_s=budget_s, answer=answer)
     tune_meta["request"] = dict(tune_meta["request"], budget=budget)
-    writer.update(tune=tune_meta, wall_seconds=round(clock.spent, 3))
+    writer.update(tune=tune_meta, wall_seconds=round(spent, 3))
     writer.finish(status)
     plan_view.remember(settings, writer.meta, result.rows)
     if error is not None:
         raise ToolboxError(error.what, error.fix.replace("RUN", writer.run_id))
-    return TuneResult(writer.run_id, writer.path, status, race, answer)
+    return TuneResult(writer.run_id, writer.path, status, race, answer, spent)
 
 
 def _check_budget(settings: Settings, sp, budget_left: float, budget: str) -> None:
