@@ -6,7 +6,7 @@ search (screening, successive halving, the gate, confirmation). Printed: the gri
 choice, whether they agree or are within noise of each other (Welch's t-test on the grid's own
 samples of both configurations, as tune judges its runner-up), and the machine time each spent.
 
-    python3 benchmarks/tune_vs_grid.py [--backends cpu,vulkan] [--goal chat] [--space benchmarks/matrices/tune-bench.toml]
+    python3 benchmarks/tune_vs_grid.py [--backends cpu,vulkan] [--model GGUF] [--goal chat] [--space FILE]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from toolbox.tune.search import ALPHA  # noqa: E402
 def race(settings, backend: str, search: str, args):
     return tune(
         settings,
+        model=args.model,
         backend=backend,
         space=args.space,
         goal=args.goal,
@@ -42,6 +43,7 @@ def race(settings, backend: str, search: str, args):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="cpu,vulkan")
+    ap.add_argument("--model", default=None, help="a GGUF file (default: the embedded tiny model)")
     ap.add_argument("--goal", default="chat")
     ap.add_argument("--depth", type=int, default=None)
     ap.add_argument("--space", default=str(REPO / "benchmarks" / "matrices" / "tune-bench.toml"))
