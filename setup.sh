@@ -36,7 +36,7 @@ if ! command -v debootstrap >/dev/null; then
 fi
 
 # The site's browser tests (tests/test_site.py) drive Debian's chromium through chromedriver; they skip without them.
-if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null; then
+if [ "${TOOLBOX_SETUP_BROWSER:-1}" != 0 ] && ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null; then
   say "installing chromium and chromium-driver (browser tests of invoke site; optional)"
   as_root apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
     || { as_root apt-get update -qq && as_root apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } \
@@ -44,10 +44,12 @@ if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null; then
 fi
 
 # Python packages: into this Python if it allows it, else (PEP 668 "externally managed" system
-# Pythons, e.g. Ubuntu 24.04) into ./.venv, whose bin/ then holds `invoke`.
-if python3 -m pip install -q -e '.[test]' 2>/tmp/toolbox-pip.err; then
+# Pythons, e.g. Debian 12+, Ubuntu 24.04, or a Python without pip) into ./.venv.
+: > /tmp/toolbox-pip.err
+managed=$(python3 -c 'import os, sysconfig; print(int(os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))')
+if [ "$managed" = 0 ] && python3 -m pip --version >/dev/null 2>&1 && python3 -m pip install -q -e '.[test]' 2>/tmp/toolbox-pip.err; then
   py=python3
-elif grep -q externally-managed /tmp/toolbox-pip.err; then
+elif [ "$managed" = 1 ] || ! python3 -m pip --version >/dev/null 2>&1 || grep -q externally-managed /tmp/toolbox-pip.err; then
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     say "installing python3-venv"
     as_root apt-get install -y -qq python3-venv >/dev/null
@@ -55,7 +57,22 @@ elif grep -q externally-managed /tmp/toolbox-pip.err; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q -e '.[test]'
   py=.venv/bin/python
-  say "this system's Python is externally managed: installed into .venv; run 'source .venv/bin/activate' (or use .venv/bin/invoke)"
+  # The README's commands, verbatim: `invoke` from a directory already on PATH (a link to .venv/bin/invoke),
+  # and `python3 -m pytest` through a .pth file in this user's site-packages that lets python3 read .venv's
+  # packages (nothing is installed into the system's Python; delete the .pth file and the link to undo).
+  venv_site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  user_site=$(python3 -m site --user-site)
+  mkdir -p "$user_site" && printf 'import site; site.addsitedir(%s)\n' "'$venv_site'" > "$user_site/strix-halo-toolbox.pth"
+  linked=""
+  for dir in "$HOME/.local/bin" /usr/local/bin; do
+    case ":$PATH:" in *":$dir:"*) ;; *) continue ;; esac
+    if [ -w "$dir" ] || { [ ! -e "$dir" ] && mkdir -p "$dir" 2>/dev/null; }; then
+      ln -sf "$PWD/.venv/bin/invoke" "$dir/invoke" && linked=$dir && break
+    fi
+  done
+  why=$([ "$managed" = 1 ] && echo "is externally managed (PEP 668)" || echo "has no pip")
+  say "this system's Python $why: installed into .venv; python3 reads it through $user_site/strix-halo-toolbox.pth"
+  if [ -n "$linked" ]; then say "invoke: $linked/invoke -> .venv/bin/invoke"; else say "no writable directory on PATH for invoke: run 'source .venv/bin/activate' once"; fi
 else
   cat /tmp/toolbox-pip.err >&2; exit 1
 fi
