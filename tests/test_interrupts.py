@@ -15,6 +15,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from test_bench import _wait_for_rows
 
 from toolbox.store import liveness
 from toolbox.store import runs as results
@@ -28,16 +29,6 @@ def _bench(results_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
         ["invoke", "bench", "--matrix", str(MATRIX)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def _wait_for_rows(results_dir: Path, n: int, timeout: float = 300) -> Path:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        for rows in results_dir.glob("*/rows.jsonl"):
-            if len(rows.read_text().splitlines()) >= n:
-                return rows
-        time.sleep(0.1)
-    raise AssertionError("no rows appeared")
 
 
 def _containers(run_id: str) -> list:
