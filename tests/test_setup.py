@@ -6,6 +6,7 @@ has no registry: the container's apt and pip reach Debian's archive and PyPI. Th
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -30,6 +31,15 @@ python3 -m pytest -q -x tests/test_layout.py -k "import_circle or every_module"
 """
 
 
+def _host_ca() -> list[str]:
+    """Where HTTPS goes through a proxy with its own CA (this CI machine), pip in the container trusts the
+    host's CA bundle, as a user behind such a proxy would configure it."""
+    bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("PIP_CERT")
+    if not bundle or not Path(bundle).is_file():
+        return []
+    return ["-v", f"{bundle}:/host-ca.crt:ro", "-e", "PIP_CERT=/host-ca.crt"]
+
+
 @pytest.mark.container
 def test_the_readme_commands_work_verbatim_on_debian_trixie(tmp_path):
     if subprocess.run(["docker", "image", "inspect", BASE], capture_output=True).returncode != 0:
@@ -40,7 +50,7 @@ def test_the_readme_commands_work_verbatim_on_debian_trixie(tmp_path):
         [
             "docker", "run", "--rm", "--label", "org.strix-toolbox.test=setup",
             "-v", f"{clone}:/repo", "-v", "/var/run/docker.sock:/var/run/docker.sock",
-            "-e", "TOOLBOX_SETUP_BROWSER=0", BASE, "bash", "-c", SCRIPT,
+            "-e", "TOOLBOX_SETUP_BROWSER=0", *_host_ca(), BASE, "bash", "-c", SCRIPT,
         ],
         capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
