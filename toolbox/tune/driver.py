@@ -9,6 +9,7 @@ verdict; `--resume RUN` re-reads them and measures only what is still missing.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -92,7 +93,10 @@ def tune(
         raise ToolboxError(f"the space {sp.source} changed since run {meta['run_id']} started", "restore it, or start a new tune run")
 
     # --- checks before any container starts ---
-    setups = {b: device_setup(b, settings.host_root, allow_cpu_vulkan) for b in backends}
+    from toolbox.build.pins import load_pins
+
+    pins = load_pins(settings.pins_file)
+    setups = {b: device_setup(pins.runs_on(b), settings.host_root, allow_cpu_vulkan) for b in backends}
     images = prepare_images(settings, client, sp.confirm, backends, build_missing)
     from toolbox.build.images import find_image
 
@@ -166,9 +170,18 @@ def tune(
         on_update=on_update,
     )
     status, error, signals = "complete", None, []
+    from toolbox.engine import devicelock
+    from toolbox.run.telemetry import start_for_run
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
     try:
-        with stop_on_signals(ctx.stop, signals):
-            race.run()
+        # one run at a time on a device (as bench), telemetry sampled as bench samples it
+        with devicelock.hold(settings.lock_dir, setups.values(), what=f"invoke tune --goal {goal}", say=say, stop=ctx.stop):
+            ctx.telemetry = start_for_run(settings, writer, settings.telemetry)
+            with stop_on_signals(ctx.stop, signals):
+                race.run()
     except (Stopped, KeyboardInterrupt):
         ctx.stop.set()
         status = "interrupted"
@@ -177,6 +190,14 @@ def tune(
         status, error = "interrupted", exc
     finally:
         remove_leftovers(client, writer.run_id)
+        if ctx.telemetry is not None:
+            with contextlib.suppress(OSError):
+                ctx.telemetry.close()
+    if ctx.telemetry is not None:  # tokens per joule beside each row (energy.json), for the answer's evidence
+        from toolbox.analysis.energy import attach_energy
+
+        attach_energy(settings.results_dir, writer.run_id)
+        race.m.rows = load_run(settings.results_dir, writer.run_id)[1]
     answer = build_answer(race, images, setups, model_path)
     spent = clock.spent
     tune_meta = dict(writer.meta["tune"], spent_s=round(spent, 3), budget_s=budget_s, answer=answer)

@@ -134,6 +134,8 @@ class Measurer:
             for g in groups:
                 if self.ctx.stop.is_set():
                     raise Stopped
+                if self.ctx.telemetry is not None:
+                    self.ctx.telemetry.idle(self.ctx.stop, g.group_id)
                 run_group(self.ctx, self.result, g)
                 self.rows.extend(self.result.rows[before:])
                 before = len(self.result.rows)
