@@ -73,6 +73,13 @@ def walk_cases():
         ("tune", "space"): ["nonsense"],
         ("tune", "resume"): ["nonexistent"],
         ("tune", "search"): ["random"],
+        ("serve-bench", "matrix"): ["nonsense"],
+        ("serve-bench", "backend"): ["nonsense"],
+        ("serve-bench", "model"): ["/nonexistent.gguf"],
+        ("serve-bench", "concurrency"): ["0", "1,two", "1.5", ","],
+        ("serve-bench", "rate"): ["-1", "fast", "0"],
+        ("serve-bench", "slo"): ["ttft<2", "fast", "ttft<2s,ttft<1s"],
+        ("serve-bench", "resume"): ["nonexistent"],
     }
     anything_goes = {("log", "note"): "free text"}
     # what a task needs besides the flag under test (its positionals, a required flag)
@@ -129,7 +136,7 @@ CASES, UNCHECKED = walk_cases()
 def test_every_flag_that_takes_a_value_is_walked():
     assert not UNCHECKED, f"add wrong values for {UNCHECKED} to walk_cases (or say why anything goes)"
     tasks = {c.values[0][1] for c in CASES}
-    assert tasks >= {"bench", "check", "build", "import", "export", "report", "compare", "log", "doctor"}
+    assert tasks >= {"bench", "check", "build", "import", "export", "report", "compare", "log", "doctor", "serve-bench"}
     assert len(CASES) > 40
 
 

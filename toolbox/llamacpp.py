@@ -256,3 +256,39 @@ SERVER_FLAGS = {
     "no_kv_offload": "-nkvo", "devices": "-dev", "tensor_split": "-ts", "load_mode": "-lm",
     "cpu_mask": "-C", "cpu_strict": "--cpu-strict", "poll": "--poll",
 }  # fmt: skip
+
+# What a serving matrix sweeps (toolbox.run.serve_matrix): the settings above plus the server's own,
+# named as llama-server's options (common/arg.cpp at the pinned commit). Booleans are (flag when true,
+# flag when false); no_kv_offload is a switch. Checked against the image's llama-server --help.
+SERVE_FLAGS: dict[str, str | tuple[str, str]] = SERVER_FLAGS | {
+    "n_parallel": "-np",
+    "ctx_size": "-c",
+    "kv_unified": ("--kv-unified", "--no-kv-unified"),
+    "cont_batching": ("--cont-batching", "--no-cont-batching"),
+    "cache_reuse": "--cache-reuse",
+}
+SERVER_PORT = 8080  # llama-server's port inside the container (published on 127.0.0.1 only)
+
+
+def server_args(params: dict) -> list[str]:
+    """llama-server's command-line words for serving parameters ({'n_parallel': 4, 'kv_unified': True} -> -np 4 --kv-unified)."""
+    out: list[str] = []
+    for name, value in params.items():
+        flag = SERVE_FLAGS.get(name)
+        if flag is None:
+            raise ToolboxError(f"unknown llama-server parameter {name!r}", f"use one of {', '.join(SERVE_FLAGS)}")
+        if isinstance(flag, tuple):
+            out.append(flag[0] if _truthy(value) else flag[1])
+        elif name == "no_kv_offload":
+            out += [flag] if _truthy(value) else []
+        elif name == "flash_attn":
+            out += [flag, FA_NAMES[fa_value(value)]]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def _truthy(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "on", "yes")
+    return bool(value)

@@ -26,17 +26,28 @@ NOT_COUNTED = {
         "no FlashAttention kernel was compiled for these K/V types (fa_fallback): llama.cpp converted K and V to f16"
         " first, so the number measures that detour, not the KV type (build with GGML_CUDA_FA_QUANTS=all)"
     ),
+    "cross-talk": "concurrent requests got other answers than the same prompts alone (cross-talk check): its speed means nothing",
 }
 
 
 def not_counted(
-    status: str | None = "ok", device_ok: bool | None = None, verdict: str | None = None, fa_fallback: bool | None = None
+    status: str | None = "ok",
+    device_ok: bool | None = None,
+    verdict: str | None = None,
+    fa_fallback: bool | None = None,
+    crosstalk: str | None = None,
 ) -> str | None:
-    """The reason a result is not a result ('failed', 'off-device', 'broken', 'fallback'; see NOT_COUNTED), None when it counts."""
+    """The reason a result is not a result ('failed', 'off-device', 'broken', 'fallback', 'cross-talk'; see NOT_COUNTED),
+    None when it counts.
+
+    crosstalk is a serving row's cross-talk verdict: 'differs' means concurrent answers were wrong.
+    """
     if (status or "ok") != "ok":
         return "failed"
     if verdict == "broken":
         return "broken"
+    if crosstalk == "differs":
+        return "cross-talk"
     if device_ok is False:
         return "off-device"
     if fa_fallback:
@@ -45,9 +56,15 @@ def not_counted(
 
 
 def row_not_counted(row: dict) -> str | None:
-    """not_counted() of one stored row (its status, device_ok, quality verdict and fa_fallback)."""
-    q = row.get("quality")
-    return not_counted(row.get("status"), row.get("device_ok"), q.get("verdict") if isinstance(q, dict) else None, row.get("fa_fallback"))
+    """not_counted() of one stored row (its status, device_ok, quality verdict, fa_fallback and cross-talk verdict)."""
+    q, ct = row.get("quality"), row.get("crosstalk")
+    return not_counted(
+        row.get("status"),
+        row.get("device_ok"),
+        q.get("verdict") if isinstance(q, dict) else None,
+        row.get("fa_fallback"),
+        ct.get("verdict") if isinstance(ct, dict) else None,
+    )
 
 
 def acceptable(verdict: str | None, *, allow_degraded: bool = True) -> bool:
@@ -84,3 +101,27 @@ def check_exit(results: list[dict]) -> tuple[int, str] | None:
     """(exit code, message) for `invoke check`, None when every configuration is same or degraded."""
     bad = rejected(results)
     return (1, f"{len(bad)} configuration(s) broken or not checked") if bad else None
+
+
+def serve_exit(status: str, run_id: str | None, stopped_at: dict | None, rows: list[dict]) -> tuple[int, str] | None:
+    """(exit code, message) for a finished `invoke serve-bench`, None for success.
+
+    130 interrupted, 1 when the server died mid-sweep (the finished levels are kept; --resume continues),
+    a level failed, or a configuration's concurrent answers differ from the same prompts alone.
+    """
+    resume = f"continue with: invoke serve-bench --resume {run_id}"
+    if status == "interrupted":
+        return 130, f"interrupted: finished levels are kept; {resume}"
+    if stopped_at:
+        where = f"level {stopped_at.get('level')}" if stopped_at.get("level") else "the cross-talk references"
+        return 1, (
+            f"{stopped_at.get('reason')} during {where} of server {stopped_at.get('server')}: "
+            f"the finished levels are kept; {resume}" + (f" (log: {stopped_at['log_tail']})" if stopped_at.get("log_tail") else "")
+        )
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if failed:
+        return 1, f"{len(failed)} level(s) failed: {failed[0].get('error')}"
+    bad = [r for r in rows if row_not_counted(r) == "cross-talk"]
+    if bad:
+        return 1, f"cross-talk at {len(bad)} level(s): concurrent answers differ from the same prompts alone; those speeds do not count"
+    return None

@@ -19,6 +19,7 @@ from toolbox.errors import ToolboxError
 from toolbox.files import make_dir
 from toolbox.report import answer_view
 from toolbox.report.plots import Plot, make_plots
+from toolbox.report.serve_view import plot_serve, print_serve, serve_html, serve_markdown
 from toolbox.report.tables import (
     KIND_TITLES,
     explanations,
@@ -46,10 +47,11 @@ class Report:
     settings: dict = field(default_factory=dict)
     answers: list[Answer] = field(default_factory=list)  # what the report leads with
     goals: list[GoalAnswer] = field(default_factory=list)  # tune runs: the answer per goal
+    serve_rows: list[dict] = field(default_factory=list)  # rows of kind "serve": report.serve_view
 
     @property
     def empty(self) -> bool:
-        return not self.collected.results
+        return not self.collected.results and not self.serve_rows
 
 
 def same_for_all(col: Collected) -> list[tuple[str, str, str]]:
@@ -74,6 +76,8 @@ def render_markdown(rep: Report) -> str:
         out += ["Same for every result: " + ", ".join(f"{name} = `{v}`{where}" for name, v, where in same_for_all(col)), ""]
     if rep.empty:
         out += [f"**No successful results**: {len(col.failures)} failed, see Failures below.", ""]
+    if rep.serve_rows:
+        out += serve_markdown(rep.serve_rows)
     for kind in kinds_present(col):
         header, cells = table_rows(col, kind)
         out += [f"## {KIND_TITLES[kind]}", "", md_table(header, cells), ""]
@@ -143,6 +147,8 @@ def render_html(rep: Report) -> str:
         )
     if rep.empty:
         parts.append(f"<p class='warn'><b>No successful results</b>: {len(col.failures)} failed, see Failures below.</p>")
+    if rep.serve_rows:
+        parts += serve_html(rep.serve_rows)
     for kind in kinds_present(col):
         header, cells = table_rows(col, kind)
         parts.append(f"<h2>{e(KIND_TITLES[kind])}</h2><div class='table'>" + html_table(header, cells) + "</div>")
@@ -185,6 +191,8 @@ def render_console(rep: Report, console) -> None:
     for kind in kinds_present(col):
         header, cells = table_rows(col, kind)
         console.print(rich_table(header, cells, KIND_TITLES[kind]))
+    if rep.serve_rows:
+        print_serve(console, rep.serve_rows)
     if rep.empty:
         console.print(f"[bold red]no successful results[/]: {len(col.failures)} failed")
     for f in col.failures[:20]:
@@ -216,10 +224,18 @@ def build_report(
                 "record active_params per model in run.json's models, or report one model at a time",
             )
         hint = {"active_params": active_params}
+    serve_rows = [r | {"run_id": r.get("run_id") or (m or {}).get("run_id")} for m, rows in runs for r in rows if r.get("kind") == "serve"]
+    runs = [(m, [r for r in rows if r.get("kind") != "serve"]) for m, rows in runs]
     col = collect(runs, unstable_spread=unstable_spread, peak_bandwidth_gbs=peak_bandwidth_gbs, peak_tflops=peak_tflops, active_hint=hint)
     run_ids = [(m or {}).get("run_id") or "?" for m, _ in runs]
     prov = [(rid, provenance(m, rows)) for rid, (m, rows) in zip(run_ids, runs)]
     plots, problems = make_plots(col) if with_plots else ([], [])
+    if with_plots and serve_rows:
+        try:
+            serve_plot = plot_serve(serve_rows)
+            plots += [serve_plot] if serve_plot else []
+        except Exception as exc:  # noqa: BLE001 - a plot that cannot be drawn is reported, never fatal
+            problems.append(f"serving plot not drawn: {exc}")
     return Report(
         run_ids,
         None,
@@ -231,6 +247,7 @@ def build_report(
         settings={"peak_bandwidth_gbs": peak_bandwidth_gbs, "peak_tflops": peak_tflops, "unstable_spread": unstable_spread},
         answers=answers(col),
         goals=goal_answers([m for m, _ in runs]),
+        serve_rows=serve_rows,
     )
 
 

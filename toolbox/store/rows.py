@@ -133,3 +133,38 @@ def migrate(obj: dict, migrations: dict, what: str) -> dict:
 def migrate_row(row: dict) -> dict:
     """Upgrade one row to SCHEMA_VERSION in memory."""
     return migrate(row, ROW_MIGRATIONS, "a row")
+
+
+# Serving rows (kind "serve"): one per server configuration and load level. The level's figures
+# (toolbox.run.serve_stats.summarize_level) sit at top level; every request's record under raw.requests.
+SERVE_FIELDS = (
+    "kind",
+    "config_id",
+    "level",
+    "mode",
+    "concurrency",
+    "rate",
+    "server",
+    "load",
+    "crosstalk",
+    "server_check",
+    "telemetry",
+    "slo",
+    "build_commit",
+    "build_number",
+    "model_filename",
+)
+
+
+def make_serve_row(metrics: dict, requests: list[dict], **fields) -> dict:
+    """One serving level as rows.jsonl stores it: our fields, the serving fields, the level's figures, raw requests."""
+    unknown = set(fields) - set(OUR_FIELDS) - set(SERVE_FIELDS)
+    if unknown:
+        raise TypeError(f"make_serve_row: unknown fields {sorted(unknown)}")
+    row: dict = {k: None for k in OUR_FIELDS} | {k: None for k in SERVE_FIELDS} | {"status": "ok", "env": {}, "kind": "serve"}
+    row.update(fields)
+    if row["status"] not in STATUSES:
+        raise ValueError(f"row status {row['status']!r} is not one of {STATUSES}")
+    row.update(metrics)
+    row["raw"] = {"requests": requests}
+    return clean(row)
