@@ -166,3 +166,49 @@ def test_every_server_flag_of_the_vocabulary_is_one_the_pinned_llama_server_know
     check_server_flags(plan, "cpu", help_text)  # raises when one is unknown
     with pytest.raises(Exception, match="does not know --metrics"):
         check_server_flags(plan, "cpu", help_text.replace("--metrics", "--frobnicate"))
+
+
+def test_compose_has_a_serving_service_per_profile():
+    from test_compose import compose_cmd
+
+    for profile in ("cpu", "vulkan", "rocm"):
+        p = subprocess.run([*compose_cmd(), "--profile", profile, "config", "--services"], cwd=REPO, capture_output=True, text=True)
+        assert p.returncode == 0 and f"serve-bench-{profile}" in p.stdout.split(), p.stderr
+
+
+@pytest.mark.container
+def test_the_compose_serving_service_serves_the_load_generator(cpu_image, tiny_model, tmp_path):
+    import shutil
+
+    from test_compose import compose_cmd
+
+    from toolbox.engine.server import free_port
+    from toolbox.run import loadgen
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(tiny_model, models / tiny_model.name)
+    port = free_port()
+    env = os.environ | {"CPU_IMAGE": cpu_image, "MODELS_DIR": str(models), "SERVE_PORT": str(port), "SERVE_ARGS": "-np 2 -c 2048"}
+    project = ["-p", f"strix-serve-test-{port}"]
+    up = subprocess.run(
+        [*compose_cmd(), *project, "--profile", "cpu", "up", "-d", "--no-build", "serve-bench-cpu"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stderr
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        recs, _ = loadgen.run_level(f"http://127.0.0.1:{port}/v1/completions", [loadgen.payload("ab cd", 8)] * 4, concurrency=2)
+        assert all(r.error is None and r.tokens_out == 8 for r in recs), [r.error for r in recs]
+        assert httpx.get(f"http://127.0.0.1:{port}/props", timeout=5).json()["total_slots"] == 2
+    finally:
+        subprocess.run([*compose_cmd(), *project, "--profile", "cpu", "down"], cwd=REPO, env=env, capture_output=True, timeout=120)

@@ -75,10 +75,11 @@ def tokens_per_joule(row: dict) -> float | None:
     return round(row["tokens_out"] / energy, 3) if energy and row.get("tokens_out") else None
 
 
-def compare_serve(base_rows: list[dict], new_rows: list[dict]) -> list[dict]:
-    """Levels of the same configuration and load in two runs: output tok/s and p90 latency ratios (new / base).
+def compare_serve(base_rows: list[dict], new_rows: list[dict], threshold: float = 0.05) -> list[dict]:
+    """Levels of the same configuration and load in two runs: output tok/s and p90 latency ratios (new / base),
+    and a mark: faster / slower (throughput changed by more than the threshold) or same.
 
-    A side that does not count gives no ratio, only its reason."""
+    A side that does not count gives no ratio and no mark, only its reason."""
 
     def key(r):
         return (r.get("backend"), r.get("model_filename"), tuple(sorted((r.get("server") or {}).items())), r.get("level"))
@@ -91,13 +92,18 @@ def compare_serve(base_rows: list[dict], new_rows: list[dict]) -> list[dict]:
             continue
         why = row_not_counted(b) or row_not_counted(r)
         item = {"config": Curve(r.get("config_id"), r.get("backend"), r.get("server") or {}, "").label, "level": r.get("level")}
+        item.update(
+            base_tps=b.get("output_tps"), new_tps=r.get("output_tps"), base_latency=b.get(LATENCY_KEY), new_latency=r.get(LATENCY_KEY)
+        )
         if why:
-            item.update(not_counted=why, tps_ratio=None, latency_ratio=None)
+            item.update(not_counted=why, tps_ratio=None, latency_ratio=None, mark="not counted")
         else:
+            tps = round(r["output_tps"] / b["output_tps"], 3) if b.get("output_tps") else None
             item.update(
                 not_counted=None,
-                tps_ratio=round(r["output_tps"] / b["output_tps"], 3) if b.get("output_tps") else None,
+                tps_ratio=tps,
                 latency_ratio=round(r[LATENCY_KEY] / b[LATENCY_KEY], 3) if b.get(LATENCY_KEY) and r.get(LATENCY_KEY) else None,
+                mark="same" if tps is None or abs(tps - 1) < threshold else ("faster" if tps > 1 else "slower"),
             )
         out.append(item)
     return out

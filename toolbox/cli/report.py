@@ -98,6 +98,13 @@ def compare(c, base, new, threshold=0.05, alpha=0.05, test="welch", ignore="", m
     from toolbox.report.compare_view import render_console, render_markdown
 
     out = console()
+    from toolbox.report.serve_view import compare_serving_runs
+
+    slower = compare_serving_runs(settings(), base, new, threshold, out)  # None: not two serving runs
+    if slower is not None:
+        if slower:
+            raise Exit(code=1)
+        return
     cr = compare_runs(settings(), base, new, threshold=threshold, alpha=alpha, test=test, ignore=comma_list(ignore))
     render_console(cr, out)
     if markdown:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 
-from toolbox.analysis.serve import LATENCY_KEY, Curve, curves, tokens_per_joule
+from toolbox.analysis.serve import LATENCY_KEY, Curve, compare_serve, curves, tokens_per_joule
 from toolbox.quality.gate import NOT_COUNTED, row_not_counted
 from toolbox.report.plots import GREY, Plot, _fit, _plot
 from toolbox.report.tables import NOT_COUNTED_NOTE, html_table, md_table, rich_table
@@ -157,3 +157,38 @@ def plot_serve(rows: list[dict]) -> Plot | None:
     axes[0][1].set_title("time to first token against throughput", fontsize=10)
     axes[0][0].legend(fontsize=8)
     return _plot("serve-latency-throughput.png", "Serving: latency against throughput", fig)
+
+
+def compare_serving_runs(settings, base: str, new: str, threshold: float, console) -> int | None:
+    """`invoke compare` on two serving runs: one line per level of the same configuration and load. Returns the
+    number of slower levels (regressions), or None when the runs are not both serving runs (compare as usual)."""
+    from toolbox.store.runs import load_run
+
+    (bm, brows), (nm, nrows) = load_run(settings.results_dir, base), load_run(settings.results_dir, new)
+    if bm.get("kind") != "serve" or nm.get("kind") != "serve":
+        return None
+    items = compare_serve(brows, nrows, threshold)
+    header = ["configuration", "level", "BASE tok/s", "NEW tok/s", "ratio", "BASE p90 e2e ms", "NEW p90 e2e ms", "ratio", "mark"]
+    cells = [
+        [
+            i["config"],
+            str(i["level"]),
+            _n(i["base_tps"]),
+            _n(i["new_tps"]),
+            _n(i["tps_ratio"], 3),
+            _n(i["base_latency"]),
+            _n(i["new_latency"]),
+            _n(i["latency_ratio"], 3),
+            i["mark"] if not i["not_counted"] else f"{NOT_COUNTED_NOTE}: {i['not_counted']}",
+        ]
+        for i in items
+    ]
+    console.print(rich_table(header, cells, f"compare serving BASE = {bm.get('run_id')} -> NEW = {nm.get('run_id')}"))
+    slower = sum(i["mark"] == "slower" for i in items)
+    console.print(
+        f"{len(items)} levels compared: {sum(i['mark'] == 'faster' for i in items)} faster, {slower} slower, "
+        f"{sum(i['mark'] == 'same' for i in items)} same (output tok/s changed by less than {threshold:.0%}), "
+        f"{sum(bool(i['not_counted']) for i in items)} not counted",
+        markup=False,
+    )
+    return slower
