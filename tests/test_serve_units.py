@@ -220,3 +220,49 @@ def test_a_taken_port_is_one_line():
         s.listen()
         with pytest.raises(ToolboxError, match=f"port {s.getsockname()[1]} on 127.0.0.1 is taken"):
             check_port_free(s.getsockname()[1])
+
+
+# --- curves, the knee, compare, the report ------------------------------------------------------------
+
+
+def _level(c, tps, e2e, ttft=50.0, crosstalk="same", run="r1", np_=8):
+    return {
+        "kind": "serve", "run_id": run, "config_id": f"cfg{np_}", "backend": "cpu", "model_filename": "m.gguf",
+        "server": {"n_parallel": np_}, "level": f"c{c}", "mode": "concurrency", "concurrency": c, "status": "ok",
+        "device_ok": True, "output_tps": tps, "e2e_ms_p90": e2e, "ttft_ms_p90": ttft, "req_per_s": tps / 32,
+        "tokens_out": int(tps * 10), "n_requests": 16, "n_errors": 0, "crosstalk": {"verdict": crosstalk, "n": c},
+    }  # fmt: skip
+
+
+def test_the_knee_is_the_last_level_before_latency_explodes_and_cross_talk_never_is_one():
+    from toolbox.analysis.serve import curves
+
+    rows = [_level(1, 100, 300), _level(2, 190, 320), _level(4, 260, 480), _level(8, 270, 1000)]
+    [c] = curves(rows)
+    assert c.knee() == {"level": "c4", "next": "c8", "latency_x": 2.08, "throughput_x": 1.04}
+    assert c.best()["level"] == "c8"
+    rows[3]["crosstalk"]["verdict"] = "differs"  # c8 does not count: no knee left, and c4 is the best
+    [c] = curves(rows)
+    assert c.knee() is None and c.best()["level"] == "c4"
+
+
+def test_compare_marks_levels_and_gives_no_ratio_where_one_side_does_not_count():
+    from toolbox.analysis.serve import compare_serve
+
+    base = [_level(1, 100, 300), _level(2, 200, 300)]
+    new = [_level(1, 120, 250, run="r2"), _level(2, 150, 400, run="r2", crosstalk="differs")]
+    out = {i["level"]: i for i in compare_serve(base, new)}
+    assert out["c1"]["mark"] == "faster" and out["c1"]["tps_ratio"] == 1.2 and out["c1"]["latency_ratio"] == 0.833
+    assert out["c2"]["mark"] == "not counted" and out["c2"]["tps_ratio"] is None and out["c2"]["not_counted"] == "cross-talk"
+
+
+def test_the_report_plots_latency_against_throughput_with_the_knee_and_greys_cross_talk(tmp_path):
+    from toolbox.report.serve_view import plot_serve, serve_markdown
+
+    rows = [_level(1, 100, 300), _level(2, 190, 320), _level(4, 260, 480), _level(8, 270, 1000)]
+    rows += [_level(c, t, e, run="r1", np_=4, crosstalk="differs" if c == 8 else "same") for c, t, e in ((1, 90, 310), (8, 300, 900))]
+    p = plot_serve(rows)
+    assert p.name == "serve-latency-throughput.png" and len(p.png) > 10_000
+    assert any("not counted: cross-talk" in t for t in p.texts) and any("n_parallel=4" in t for t in p.texts)
+    md = "\n".join(serve_markdown(rows))
+    assert "knee at c4" in md and "not counted: cross-talk" in md and md.count("### cpu n_parallel=") == 2
