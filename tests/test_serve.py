@@ -61,6 +61,14 @@ def test_a_sweep_of_four_concurrency_levels_on_the_cpu_image(cpu_image, tiny_mod
         assert r["image_digest"] == meta["images"]["cpu"]["id"] and r["build_commit"] == "0c1e5709"
     assert "c8" in p.stdout and "cross-talk" in p.stdout and ("knee" in p.stdout)
     assert not leftovers(meta["run_id"])
+    # telemetry: the same sampler as bench; each level's window is marked with its case_id
+    from toolbox.store.telemetry import read_sessions
+
+    [session] = read_sessions(tmp_path / meta["run_id"])
+    marks = [(m["event"], m.get("case_id")) for m in session["marks"]]
+    for r in rows:
+        assert marks.index(("level_start", r["case_id"])) < marks.index(("row", r["case_id"])), marks
+    assert marks[0][0] == "container_start" and marks[-1][0] == "container_end" and session["end"]
 
     # the report plots latency against throughput and shows the levels
     rep = invoke("report", meta["run_id"], results_dir=tmp_path)

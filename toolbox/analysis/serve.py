@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from toolbox.analysis.answer import tokens_per_joule as answer_tokens_per_joule
 from toolbox.quality.gate import row_not_counted
 
 # Knee: the last level before one where latency grows by LATENCY_JUMP or more while throughput grows
@@ -70,7 +71,10 @@ def curves(rows: list[dict]) -> list[Curve]:
 
 
 def tokens_per_joule(row: dict) -> float | None:
-    """Output tokens per joule of a level, when the telemetry hook recorded its energy."""
+    """Output tokens per joule of a level: as the telemetry stage stored it, or from the level's energy_j."""
+    stored = answer_tokens_per_joule(row)
+    if stored is not None:
+        return stored
     energy = (row.get("telemetry") or {}).get("energy_j")
     return round(row["tokens_out"] / energy, 3) if energy and row.get("tokens_out") else None
 

@@ -77,6 +77,7 @@ def _port(port: int) -> None:
     build=f.Switch("build missing images first"),
     dry_run=f.Switch("print the plan and the exact llama-server command lines, run nothing"),
     list=f.Switch("list the serving presets"),
+    no_telemetry=f.Switch("do not sample power, clocks and temperatures (default: sampled into telemetry.jsonl where any sensor exists)"),
 )
 def serve_bench(
     c,
@@ -97,6 +98,7 @@ def serve_bench(
     build=False,
     dry_run=False,
     list=False,
+    no_telemetry=False,
 ):
     """Serve the model with llama-server in the pinned image and sweep load levels; rows go to results/<run_id>/."""
     out = console()
@@ -135,6 +137,7 @@ def serve_bench(
         port=port,
         argv=sys.argv,
         console=out,
+        telemetry=False if no_telemetry else None,
     )
     if dry_run:
         return

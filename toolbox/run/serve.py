@@ -7,15 +7,18 @@ runs and is written as one row the moment it ends, with the cross-talk verdict a
 counts beside it. If the server dies mid-sweep the finished levels stay, run.json says where it
 stopped (`stopped_at`) and `--resume RUN` runs what is missing.
 
-Telemetry hook: `telemetry`, when given, is an object with start() and stop() -> dict called around
-every measured level; what stop() returns is stored as the row's `telemetry` (energy_j there gives
-tokens per joule in reports). The sampler itself belongs to the telemetry stage.
+Telemetry: the same sampler as bench (toolbox.run.telemetry, on unless --no-telemetry) samples the
+host's sensors into telemetry.jsonl, with an idle baseline before each server, marks when a server
+starts and ends, and `level_start` / `row` marks (with the level's case_id) around each measured
+load, so energy per level is the samples between them. Tokens per joule per level come from that
+window (telemetry stage); a row's `telemetry` field carries them where they were computed.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +99,7 @@ def serve_bench(
     port: int | None = None,
     argv: list[str] | None = None,
     console=None,
-    telemetry=None,
+    telemetry: bool | None = None,
 ) -> ServeResult:
     """`invoke serve-bench`: plan, check, start each configuration's server, run its levels; rows are on disk as they end."""
     import tomllib
@@ -176,7 +179,14 @@ def serve_bench(
                 "servers": {},
             },
         )
-    return _sweep(settings, client, writer, plan, images, setups, slo_bounds, done, port, result, console, telemetry)
+    from toolbox.run.telemetry import start_for_run
+
+    sampler = start_for_run(settings, writer, settings.telemetry if telemetry is None else telemetry)
+    try:
+        return _sweep(settings, client, writer, plan, images, setups, slo_bounds, done, port, result, console, sampler)
+    finally:
+        if sampler is not None:
+            sampler.close()
 
 
 def _sweep(
@@ -224,6 +234,9 @@ def _run_config(
     )
     log = writer.logs_dir / f"server-{config.config_id}.log"
     console.print(f"server {config.backend} {config.label()}: starting", markup=False)
+    if telemetry is not None:
+        telemetry.idle(threading.Event(), group=config.config_id)  # the idle baseline: no server, no model loaded
+        telemetry.mark("container_start", group=config.config_id)
     server = start_server(
         client, spec, port=port or free_port(), container_port=SERVER_PORT, log_path=log, ready_timeout_s=plan.ready_timeout_s
     )
@@ -239,6 +252,8 @@ def _run_config(
         raise ServerDied(exc.args[0] | {"config_id": config.config_id, "server": config.label()}) from None
     finally:
         server.stop()
+        if telemetry is not None:
+            telemetry.mark("container_end", group=config.config_id)
 
 
 def _alive_or_raise(server: Server, level: Level | None) -> None:
@@ -305,11 +320,13 @@ def _run_level(server: Server, writer, plan: ServePlan, config: ServeConfig, lev
     bodies = [loadgen.payload(p, int(plan.load["output_tokens"]), seed=plan.seed) for p in prompts]
     url = f"{server.url}/v1/completions"
     before = loadgen.fetch_metrics(server.url)
+    case_id = config.case_id(level, plan.load)
     if telemetry is not None:
-        telemetry.start()
+        telemetry.mark("level_start", group=config.config_id, case_id=case_id, level=level.name)
     kwargs = {"concurrency": int(level.value)} if level.mode == "concurrency" else {"rate": level.value, "seed": plan.seed}
     records, wall = loadgen.run_level(url, bodies, timeout_s=plan.request_timeout_s, **kwargs)
-    energy = telemetry.stop() if telemetry is not None else None
+    if telemetry is not None:
+        telemetry.mark("row", group=config.config_id, case_id=case_id)  # the level's window ends here
     if any(r.error for r in records):
         _alive_or_raise(server, level)
     after = loadgen.fetch_metrics(server.url)
@@ -319,7 +336,7 @@ def _run_level(server: Server, writer, plan: ServePlan, config: ServeConfig, lev
     row = make_serve_row(
         metrics,
         [r.to_json() for r in records],
-        case_id=config.case_id(level, plan.load),
+        case_id=case_id,
         group_id=config.config_id,
         config_id=config.config_id,
         status="ok" if ok else "failed",
@@ -338,7 +355,6 @@ def _run_level(server: Server, writer, plan: ServePlan, config: ServeConfig, lev
         load={k: v for k, v in plan.load.items() if k not in ("concurrency", "rate")} | {"requests": len(bodies)},
         crosstalk=crosstalk,
         server_check=st.server_check(records, before, after),
-        telemetry=energy,
         slo=slo or None,
         build_commit=facts.get("build_commit"),
         build_number=facts.get("build_number"),
