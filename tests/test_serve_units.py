@@ -266,3 +266,16 @@ def test_the_report_plots_latency_against_throughput_with_the_knee_and_greys_cro
     assert any("not counted: cross-talk" in t for t in p.texts) and any("n_parallel=4" in t for t in p.texts)
     md = "\n".join(serve_markdown(rows))
     assert "knee at c4" in md and "not counted: cross-talk" in md and md.count("### cpu n_parallel=") == 2
+
+
+def test_a_serving_level_gets_its_energy_from_the_samples_of_its_own_window():
+    """Fake sensor samples (this machine has none): 50 W flat, then 80 W while the level's load ran."""
+    from toolbox.analysis.energy import row_energy
+    from toolbox.analysis.serve import tokens_per_joule
+
+    samples = [{"t": i / 10, "v": {"gpu.power_input_w": 80.0 if i >= 20 else 50.0}, "phase": "group", "group": "cfg8"} for i in range(61)]
+    session = {"header": {"facts": {}}, "samples": samples, "marks": []}
+    row = _level(4, 260, 480) | {"wall_s": 4.0, "tokens_out": 640}
+    e = row_energy(row, 6.0, session, idle_w=None)  # the level's `row` mark at t=6 s: its window is 2..6 s
+    assert e["window_s"] == 4.0 and e["tokens"] == 640 and e["energy_j"] == pytest.approx(320.0, rel=0.02)
+    assert tokens_per_joule(row | {"energy": e}) == pytest.approx(2.0, rel=0.02)

@@ -84,11 +84,16 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def _tokens_per_rep(row: dict) -> int:
+    if row.get("kind") == "serve":  # a serving level: the tokens its requests generated
+        return int(row.get("tokens_out") or 0)
     return int(row.get("n_prompt") or 0) + int(row.get("n_gen") or 0)
 
 
 def _durations(row: dict) -> list[float]:
-    """Seconds of each repetition, as llama-bench measured them."""
+    """Seconds of each repetition, as llama-bench measured them; a serving level is one window, its wall time
+    (its `row` mark is set the moment its load ends, toolbox.run.serve)."""
+    if row.get("kind") == "serve":
+        return [float(row["wall_s"])] if row.get("wall_s") else []
     ns = row.get("samples_ns")
     if isinstance(ns, list) and ns:
         return [n / 1e9 for n in ns]

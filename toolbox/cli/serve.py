@@ -141,8 +141,10 @@ def serve_bench(
     )
     if dry_run:
         return
+    from toolbox.analysis.energy import attach_energy
     from toolbox.store.runs import load_run
 
+    attach_energy(r.run_dir.parent, r.run_id)  # tokens per joule per level, where telemetry measured power
     rows = load_run(r.run_dir.parent, r.run_id)[1]
     print_serve(out, rows)
     out.print(f"run {r.run_id}: {r.status}, {len(r.rows)} levels measured" + (f", {r.skipped_done} already done" if r.skipped_done else ""))
