@@ -81,6 +81,8 @@ def start_server(client, spec: ContainerSpec, *, port: int, container_port: int,
 
     check_port_free(port)
     spec.ports = {container_port: port}
+    if spec.network == "none":  # a benchmark container has no network; a server needs its port (127.0.0.1 only)
+        spec.network = "bridge"
     try:
         container = start(client, spec)
     except docker.errors.APIError as exc:

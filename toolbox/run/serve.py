@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolbox.build.images import find_image, image_info
+from toolbox.engine import devicelock
 from toolbox.engine.client import docker_client
 from toolbox.engine.container import RUN_ID_LABEL, ContainerSpec, in_container, model_mount, remove_leftovers, tool_help
 from toolbox.engine.devices import device_setup, devices_in_log, log_device_ok
@@ -107,7 +108,7 @@ def serve_bench(
     from rich.console import Console
 
     from toolbox.build.images import build as build_image
-    from toolbox.model import model_identity, resolve_models
+    from toolbox.model import resolve_models
     from toolbox.run.bench import resolve_backends
     from toolbox.run.serve_matrix import validate
 
@@ -139,7 +140,10 @@ def serve_bench(
     if port is not None:
         check_port_free(port)
 
-    setups = {b: device_setup(b, settings.host_root, allow_cpu_vulkan) for b in backends}
+    from toolbox.build.pins import load_pins
+
+    pins = load_pins(settings.pins_file)
+    setups = {b: device_setup(pins.runs_on(b), settings.host_root, allow_cpu_vulkan) for b in backends}
     images = {}
     for b in backends:
         tag = find_image(settings, b, client)
@@ -155,38 +159,49 @@ def serve_bench(
     if dry_run:
         return result
 
+    what = f"invoke serve-bench --matrix {matrix}" + (f" --resume {resume}" if resume else "")
+    say = lambda line: console.print(line, markup=False, soft_wrap=True)  # noqa: E731
+    with devicelock.hold(settings.lock_dir, setups.values(), what=what, say=say) as waited:  # one benchmark per device
+        run_facts = {"argv": argv or sys.argv, "slo": slo_bounds, "slo_text": slo, "allow_cpu_vulkan": allow_cpu_vulkan}
+        writer = _open_run(settings, client, resume, plan, backends, overrides, run_facts, images, model_paths)
+        writer.update(
+            busy_at_start=devicelock.busy_at_start(settings.lock_dir, settings.host_root, waited)
+            | {"waited_s": round(sum(waited.values()), 3)}
+        )
+        from toolbox.run.telemetry import start_for_run
+
+        sampler = start_for_run(settings, writer, settings.telemetry if telemetry is None else telemetry)
+        try:
+            return _sweep(settings, client, writer, plan, images, setups, slo_bounds, done, port, result, console, sampler)
+        finally:
+            if sampler is not None:
+                sampler.close()
+
+
+def _open_run(settings, client, resume, plan, backends, overrides, run_facts: dict, images, model_paths) -> RunWriter:
+    """Reopen the run to resume, or create a new one with everything its numbers depend on."""
     if resume:
         writer = RunWriter.open(settings.results_dir, resume)
         writer.update(status="running", resumed_at=now_iso(), stopped_at=None)
-    else:
-        from toolbox.files import check_writable
-        from toolbox.host.facts import snapshot
+        return writer
+    from toolbox.files import check_writable
+    from toolbox.host.facts import snapshot
+    from toolbox.model import model_identity
 
-        check_writable(settings.results_dir, directory=True)
-        writer = RunWriter.create(
-            settings.results_dir,
-            {
-                "kind": "serve",
-                "argv": argv or sys.argv,
-                "settings": settings.model_dump(mode="json"),
-                "matrix": plan.to_json() | {"backends": backends, "overrides": overrides},
-                "slo": slo_bounds,
-                "slo_text": slo,
-                "allow_cpu_vulkan": allow_cpu_vulkan,
-                "images": {b: image_info(client, t) for b, t in images.items()},
-                "models": [model_identity(p, settings) for p in model_paths],
-                "host": snapshot(settings.host_root),
-                "servers": {},
-            },
-        )
-    from toolbox.run.telemetry import start_for_run
-
-    sampler = start_for_run(settings, writer, settings.telemetry if telemetry is None else telemetry)
-    try:
-        return _sweep(settings, client, writer, plan, images, setups, slo_bounds, done, port, result, console, sampler)
-    finally:
-        if sampler is not None:
-            sampler.close()
+    check_writable(settings.results_dir, directory=True)
+    return RunWriter.create(
+        settings.results_dir,
+        {
+            "kind": "serve",
+            **run_facts,
+            "settings": settings.model_dump(mode="json"),
+            "matrix": plan.to_json() | {"backends": backends, "overrides": overrides},
+            "images": {b: image_info(client, t) for b, t in images.items()},
+            "models": [model_identity(p, settings) for p in model_paths],
+            "host": snapshot(settings.host_root),
+            "servers": {},
+        },
+    )
 
 
 def _sweep(

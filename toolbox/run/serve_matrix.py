@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 from toolbox.errors import ToolboxError
-from toolbox.llamacpp import BACKENDS, KV_TYPES, SERVE_FLAGS, fa_value, kv_reject_reason
+from toolbox.llamacpp import KV_TYPES, SERVE_FLAGS, fa_value, kv_reject_reason
 
 KEYS = {"name", "description", "backends", "server", "load", "crosstalk", "seed", "request_timeout_s", "ready_timeout_s"}
 LOAD_KEYS = {"concurrency", "rate", "requests", "prompt_tokens", "output_tokens", "shared_prefix"}
@@ -162,9 +162,6 @@ def _as_list(v) -> list:
 
 def expand(spec: dict, source: str, text: str, backends: list[str], models: list[str], overrides: dict) -> ServePlan:
     """Cross the server lists into configurations (removing what llama.cpp refuses) and list the levels."""
-    for b in backends:
-        if b not in BACKENDS:
-            raise ToolboxError(f"unknown backend {b!r}", f"choose {', '.join(BACKENDS)}")
     server = {k: _as_list(v) for k, v in spec.get("server", {}).items()}
     load = dict(spec.get("load", {}))
     if overrides.get("concurrency") or overrides.get("rate"):  # levels given on the command line replace the matrix's
