@@ -170,7 +170,13 @@ def preset_descriptions() -> dict[str, str]:
 
 def load_matrix(name_or_path: str) -> tuple[dict, str, str]:
     """A preset name or a TOML file -> (spec, source, text). Unknown names list the presets."""
-    known = presets()
+    spec, source, text = read_preset(name_or_path, presets(), "matrix", "invoke bench --list")
+    validate_spec(spec, source)
+    return spec, source, text
+
+
+def read_preset(name_or_path: str, known: dict[str, Path], what: str, listed_by: str) -> tuple[dict, str, str]:
+    """A preset of `known` or a TOML file -> (spec, source, text); an unknown name or bad TOML is one line."""
     path = known.get(name_or_path)
     if path is None:
         path = Path(name_or_path).expanduser()
@@ -178,15 +184,14 @@ def load_matrix(name_or_path: str) -> tuple[dict, str, str]:
             close = get_close_matches(name_or_path, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ToolboxError(
-                f"unknown matrix {name_or_path!r}",
-                f"{hint}presets: {', '.join(sorted(known))}; or pass a TOML file (invoke bench --list)",
+                f"unknown {what} {name_or_path!r}",
+                f"{hint}presets: {', '.join(sorted(known))}; or pass a TOML file ({listed_by})",
             )
     text = path.read_text()
     try:
         spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ToolboxError(f"matrix {path} is not valid TOML ({exc})", "fix the syntax") from None
-    validate_spec(spec, str(path))
+        raise ToolboxError(f"{what} {path} is not valid TOML ({exc})", "fix the syntax") from None
     return spec, str(path), text
 
 

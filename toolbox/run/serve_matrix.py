@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import tomllib
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from importlib import resources
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from toolbox.errors import ToolboxError
 from toolbox.llamacpp import KV_TYPES, SERVE_FLAGS, fa_value, kv_reject_reason
+from toolbox.run.matrix import read_preset
 
 KEYS = {"name", "description", "backends", "server", "load", "crosstalk", "seed", "request_timeout_s", "ready_timeout_s"}
 LOAD_KEYS = {"concurrency", "rate", "requests", "prompt_tokens", "output_tokens", "shared_prefix"}
@@ -114,21 +114,9 @@ def serve_presets() -> dict[str, Path]:
 
 def load_serve_matrix(name_or_path: str) -> tuple[dict, str, str]:
     """A serving preset name or a TOML file -> (spec, source, text); unknown names list the presets."""
-    known = serve_presets()
-    path = known.get(name_or_path) or Path(name_or_path).expanduser()
-    if not path.is_file():
-        close = get_close_matches(name_or_path, known, n=1)
-        raise ToolboxError(
-            f"unknown serving matrix {name_or_path!r}",
-            f"{'did you mean ' + repr(close[0]) + '? ' if close else ''}presets: {', '.join(sorted(known))}; or pass a TOML file",
-        )
-    text = path.read_text()
-    try:
-        spec = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ToolboxError(f"serving matrix {path} is not valid TOML ({exc})", "fix the syntax") from None
-    validate(spec, str(path))
-    return spec, str(path), text
+    spec, source, text = read_preset(name_or_path, serve_presets(), "serving matrix", "invoke serve-bench --list")
+    validate(spec, source)
+    return spec, source, text
 
 
 def validate(spec: dict, where: str) -> None:
