@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolbox.build.choose import build_hint, pick_backends
+from toolbox.build.choose import find_images, pick_backends
 from toolbox.build.images import find_image
 from toolbox.build.pins import LABEL_PREFIX, image_versions, load_pins
 from toolbox.engine import devicelock
@@ -235,16 +235,7 @@ def _execute(ctx: RunContext, result: BenchResult, done: set[str], console) -> N
 
 def prepare_images(settings: Settings, client, plan: Plan, backends: list[str], build_missing: bool = False) -> dict[str, str]:
     """backend -> the image built from the current pins (built first when asked), each checked to know every flag the plan uses."""
-    from toolbox.build.images import build as build_image
-
-    images = {}
-    for b in backends:
-        tag = find_image(settings, b, client)
-        if tag is None:
-            if not build_missing:
-                raise ToolboxError(f"no {b} image built from the current pins", build_hint(b))
-            tag = build_image(settings, b).tag
-        images[b] = tag
+    images = find_images(settings, client, backends, build_missing)
     for b, tag in images.items():
         check_flags(plan, b, tool_help(client, tag, "llama-bench", settings.cache_dir))
     return images

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolbox.build.images import find_image, image_info
+from toolbox.build.images import image_info
 from toolbox.engine import devicelock
 from toolbox.engine.client import docker_client
 from toolbox.engine.container import RUN_ID_LABEL, ContainerSpec, in_container, model_mount, remove_leftovers, tool_help
@@ -107,7 +107,7 @@ def serve_bench(
 
     from rich.console import Console
 
-    from toolbox.build.images import build as build_image
+    from toolbox.build.choose import find_images
     from toolbox.model import resolve_models
     from toolbox.run.bench import resolve_backends
     from toolbox.run.serve_matrix import validate
@@ -144,15 +144,8 @@ def serve_bench(
 
     pins = load_pins(settings.pins_file)
     setups = {b: device_setup(pins.runs_on(b), settings.host_root, allow_cpu_vulkan) for b in backends}
-    images = {}
-    for b in backends:
-        tag = find_image(settings, b, client)
-        if tag is None:
-            if not build_missing:
-                hint = f"invoke build {b}" + (" (add --offline without a registry)" if b != "rocm" else "")
-                raise ToolboxError(f"no {b} image built from the current pins", f"run `{hint}`, or add --build")
-            tag = build_image(settings, b).tag
-        images[b] = tag
+    images = find_images(settings, client, backends, build_missing)
+    for b, tag in images.items():
         check_server_flags(plan, b, tool_help(client, tag, "llama-server", settings.cache_dir))
     result = ServeResult(None, None, plan)
     print_plan(console, plan, images, slo_bounds)
