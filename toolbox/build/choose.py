@@ -61,18 +61,3 @@ def registry_answers(image: str, timeout_s: float = 3.0) -> bool:
     except (OSError, ValueError):
         return False
 
-
-def find_images(settings, client, backends: list[str], build_missing: bool = False) -> dict[str, str]:
-    """backend -> the image built from the current pins (built first when asked); a missing one is one line naming the build."""
-    from toolbox.build.images import build, find_image
-    from toolbox.errors import ToolboxError
-
-    images = {}
-    for b in backends:
-        tag = find_image(settings, b, client)
-        if tag is None:
-            if not build_missing:
-                raise ToolboxError(f"no {b} image built from the current pins", build_hint(b))
-            tag = build(settings, b).tag
-        images[b] = tag
-    return images

@@ -374,3 +374,18 @@ def pinned_images(settings: Settings) -> list[dict]:
             "runs_as": b.variant_of or name.partition(":")[0], "built": find_image(settings, name, client),
         })
     return out
+
+
+def find_images(settings, client, backends: list[str], build_missing: bool = False) -> dict[str, str]:
+    """backend -> the image built from the current pins (built first when asked); a missing one is one line naming the build."""
+    from toolbox.build.choose import build_hint
+
+    images = {}
+    for b in backends:
+        tag = find_image(settings, b, client)
+        if tag is None:
+            if not build_missing:
+                raise ToolboxError(f"no {b} image built from the current pins", build_hint(b))
+            tag = build(settings, b).tag
+        images[b] = tag
+    return images

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolbox.build.choose import find_images, pick_backends
-from toolbox.build.images import find_image
+from toolbox.build.choose import pick_backends
+from toolbox.build.images import find_image, find_images
 from toolbox.build.pins import LABEL_PREFIX, image_versions, load_pins
 from toolbox.engine import devicelock
 from toolbox.engine.client import docker_client

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolbox.build.images import image_info
+from toolbox.build.images import find_images, image_info
 from toolbox.engine import devicelock
 from toolbox.engine.client import docker_client
 from toolbox.engine.container import RUN_ID_LABEL, ContainerSpec, in_container, model_mount, remove_leftovers, tool_help
@@ -107,7 +107,6 @@ def serve_bench(
 
     from rich.console import Console
 
-    from toolbox.build.choose import find_images
     from toolbox.model import resolve_models
     from toolbox.run.bench import resolve_backends
     from toolbox.run.serve_matrix import validate
