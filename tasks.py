@@ -5,9 +5,9 @@
 
 from invoke import Collection
 
-from toolbox.cli import bench, host, images, report, results, serve, site, tune
+from toolbox.cli import bench, host, images, report, results, rpc, serve, site, tune
 
 ns = Collection()
-for module in (images, bench, serve, tune, results, report, site, host):
+for module in (images, bench, serve, tune, results, report, site, host, rpc):
     for t in Collection.from_module(module).tasks.values():
         ns.add_task(t)

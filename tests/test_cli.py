@@ -80,6 +80,13 @@ def walk_cases():
         ("serve-bench", "rate"): ["-1", "fast", "0"],
         ("serve-bench", "slo"): ["ttft<2", "fast", "ttft<2s,ttft<1s"],
         ("serve-bench", "resume"): ["nonexistent"],
+        ("bench", "rpc"): ["10.0.0.2", "a:1,a:1", "host:99999"],
+        ("rpc-worker", "backend"): ["nonsense", "cpu,vulkan"],
+        ("rpc-worker", "host"): ["my-laptop"],
+        ("rpc-worker", "container"): ["no spaces"],
+        ("rpc-worker", "network"): ["-bad"],
+        ("bench", "host"): ["no-such-context-anywhere"],
+        ("report", "campaign"): ["c-nonexistent"],
     }
     anything_goes = {("log", "note"): "free text"}
     # what a task needs besides the flag under test (its positionals, a required flag)

@@ -292,3 +292,11 @@ def _truthy(value) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "on", "yes")
     return bool(value)
+
+
+# --- RPC ------------------------------------------------------------------------------------------------
+
+# The RPC server's executable: ggml-rpc-server in the pinned tree (tools/rpc/CMakeLists.txt), rpc-server before.
+RPC_SERVER_NAMES = ("ggml-rpc-server", "rpc-server")
+# RPC_PROTO_{MAJOR,MINOR,PATCH}_VERSION of ggml/include/ggml-rpc.h: a client talks only to servers of its major version.
+RPC_PROTO_VERSION = (7, 0, 0)

@@ -50,6 +50,7 @@ IDENTITY_FIELDS: dict[str, str] = {
     "poll": "poll",
     "no_host": "no host",
     "repack": "repack",
+    "rpc": "rpc workers",
     "n_prompt": "n_prompt",
     "n_gen": "n_gen",
     "n_depth": "depth",
@@ -100,6 +101,8 @@ def identity(row: dict) -> dict:
         elif f == "model_file":
             fname = row.get("model_filename")
             out[f] = PurePosixPath(str(fname)).name if fname else None
+        elif f == "rpc":  # the RPC workers the row was computed with; none: this machine alone
+            out[f] = ",".join(str(w).split("@", 1)[0] for w in row.get("rpc") or []) or None
         elif f == "env":
             env = row.get("env") or {}
             out[f] = " ".join(f"{k}={v}" for k, v in sorted(env.items())) or None if isinstance(env, dict) else str(env)

@@ -14,6 +14,47 @@ def _matrix(name: str) -> None:
     load_matrix(name)
 
 
+def _workers(text: str) -> None:
+    from toolbox.engine.rpc import parse_workers
+
+    parse_workers(text)
+
+
+def _engine(text: str) -> None:
+    from toolbox.engine.client import engine_url
+
+    engine_url(text)
+
+
+def _fleet(out, s, hosts, matrix, backend, model, allow_cpu_vulkan, dry_run, build, repetitions, cooldown, shuffle, seed, rpc):
+    """--host: the plan on every host in parallel; one line per host as it ends, the campaign id, exit 1 if any failed."""
+    from toolbox.run.fleet import fleet_exit, run_fleet
+
+    def done(o):
+        what = f"error: {o.error}" if o.error else f"run {o.run_id}: {o.status}, {o.ok} rows ok, {o.failed} failed"
+        out.print(f"host {o.host}: {what}", markup=False, style="red" if o.error else None)
+
+    campaign, outcomes = run_fleet(
+        s,
+        hosts,
+        on_done=done,
+        matrix=matrix,
+        backend=backend,
+        models=model,
+        allow_cpu_vulkan=allow_cpu_vulkan,
+        dry_run=dry_run,
+        build_missing=build,
+        repetitions=repetitions,
+        cooldown_s=cooldown,
+        shuffle=shuffle or None,
+        seed=seed,
+        rpc=rpc or None,
+        argv=sys.argv,
+    )
+    out.print(f"campaign {campaign}: invoke report --campaign {campaign}", markup=False)
+    exit_with(fleet_exit(outcomes))
+
+
 def _kv(text: str) -> None:
     from toolbox.quality.check import parse_kv
 
@@ -39,6 +80,20 @@ def _kv(text: str) -> None:
     no_telemetry=f.Switch(
         "do not sample power, clocks and temperatures during the run (default: sampled into telemetry.jsonl where any sensor exists)"
     ),
+    rpc=f.Text(
+        "RPC workers HOST:PORT[,HOST:PORT...] (HOST:PORT@DOCKER_CONTEXT for a worker on another machine's engine); "
+        "repeat to measure several worker lists, 'none' for this machine alone; replaces the matrix's rpc",
+        placeholder="WORKERS",
+        repeatable=True,
+        check=_workers,
+    ),
+    host=f.Text(
+        "run the same plan on this machine's Docker engine: a Docker context name or an engine URL (ssh://user@host); "
+        "repeat for a fleet: the hosts run in parallel, one run per host, grouped under a campaign id",
+        placeholder="CONTEXT",
+        repeatable=True,
+        check=_engine,
+    ),
     check=f.Switch(
         "after the run, check each configuration's logits against the cpu image's f16 KV (invoke check); "
         "the verdicts are stored beside the rows"
@@ -61,6 +116,8 @@ def bench(
     shuffle=False,
     seed=None,
     no_telemetry=False,
+    rpc=None,
+    host=None,
     check=False,
     no_wait=False,
 ):
@@ -76,6 +133,8 @@ def bench(
     from toolbox.run import bench as run_bench
 
     s = settings(offline=True if offline else None)
+    if host:
+        return _fleet(out, s, host, matrix, backend, model, allow_cpu_vulkan, dry_run, build, repetitions, cooldown, shuffle, seed, rpc)
     r = run_bench.bench(
         s,
         matrix=matrix,
@@ -90,6 +149,7 @@ def bench(
         shuffle=shuffle or None,
         seed=seed,
         telemetry=False if no_telemetry else None,
+        rpc=rpc or None,
         argv=sys.argv,
         console=out,
         wait=not no_wait,

@@ -27,6 +27,12 @@ def _run_or_file(ref: str) -> None:
         FLAGS["run_ids"].check(ref)
 
 
+def _campaign(text: str) -> None:
+    from toolbox.store.runs import campaign_run_ids
+
+    campaign_run_ids(settings().results_dir, text)
+
+
 def _identity_keys(text: str) -> None:
     from toolbox.analysis.compare import check_ignore
 
@@ -50,8 +56,13 @@ THRESHOLD = f.Number(
         example="3.3e9",
     ),
     no_files=f.Switch("only print the table, write nothing"),
+    campaign=f.Text(
+        "the runs of a fleet campaign (invoke bench --host ...): hosts side by side, each against the first with the significance test",
+        placeholder="ID",
+        check=_campaign,
+    ),
 )
-def report(c, run_ids=None, out=None, active_params=None, no_files=False):
+def report(c, run_ids=None, out=None, active_params=None, no_files=False, campaign=None):
     """invoke report [RUN ...]: tables in the terminal; report.md, report.html and PNG plots beside the run.
 
     Default: the latest run. Each figure's distance to the physical limit is shown beside it.
@@ -60,6 +71,8 @@ def report(c, run_ids=None, out=None, active_params=None, no_files=False):
     from toolbox.report.render import report as make_report
 
     screen = console()
+    if campaign:
+        return _campaign_report(screen, campaign, not no_files)
     rep = make_report(settings(), run_ids or None, out_dir=out, active_params=active_params, write=not no_files)
     render_console(rep, screen)
     for meta in rep.collected.metas:
@@ -68,6 +81,25 @@ def report(c, run_ids=None, out=None, active_params=None, no_files=False):
 
             screen.print(f"tune run {meta.get('run_id')}:", markup=False)
             print_answer(screen, meta)
+    if rep.files:
+        screen.print("written: " + ", ".join(str(f) for f in rep.files))
+
+
+def _campaign_report(screen, campaign: str, write: bool) -> None:
+    from toolbox.report import compare_view
+    from toolbox.report.campaign import HOST_HEADER, campaign_report
+    from toolbox.report.render import render_console
+    from toolbox.report.tables import rich_table
+
+    rep, hosts, comparisons = campaign_report(settings(), campaign, write=write)
+    screen.print(rich_table(HOST_HEADER, hosts, f"campaign {campaign}: one run per host"))
+    render_console(rep, screen)
+    for title, cr in comparisons:
+        screen.print(f"[bold]{title}[/bold]")
+        if isinstance(cr, str):
+            screen.print(f"not comparable: {cr}", markup=False)
+        else:
+            compare_view.render_console(cr, screen)
     if rep.files:
         screen.print("written: " + ", ".join(str(f) for f in rep.files))
 

@@ -51,6 +51,7 @@ class ContainerSpec:
     shader_cache: Path | None = None  # host directory for Mesa's shader cache; None: <cache_dir>/shader-cache
     ports: dict[int, int] = field(default_factory=dict)  # container port -> host port, published on 127.0.0.1 only
     name: str | None = None
+    bind: str = "127.0.0.1"  # where ports are published: loopback, or "0.0.0.0" for an RPC worker other machines reach
 
     def environment(self) -> dict[str, str]:
         """The backend's variables overlaid with the spec's; "" means: leave the variable unset."""
@@ -121,7 +122,7 @@ def start(client, spec: ContainerSpec):
         volumes=volumes,
         labels={CONTAINER_LABEL: "1", **spec.labels},
         ipc_mode="host" if any(d.endswith("/kfd") for d in s.devices) else None,  # ROCm's HIP runtime; Vulkan needs none
-        ports={f"{c}/tcp": ("127.0.0.1", h) for c, h in spec.ports.items()} or None,
+        ports={f"{c}/tcp": (spec.bind, h) for c, h in spec.ports.items()} or None,
         name=spec.name,
     )
 

@@ -30,24 +30,36 @@ class DeviceSetup:
     target: str = "cpu"  # what the results should show they ran on: cpu, lavapipe, gpu
 
 
-def device_setup(backend: str, host_root: Path = Path("/"), allow_cpu_vulkan: bool = False) -> DeviceSetup:
-    """Devices for a backend, or a one-line error naming the fix before any container starts."""
-    dri_dir = host_root / "dev" / "dri"
-    dri = sorted(str(p) for p in dri_dir.glob("renderD*")) if dri_dir.is_dir() else []
-    kfd = host_root / "dev" / "kfd"
+def device_setup(
+    backend: str, host_root: Path = Path("/"), allow_cpu_vulkan: bool = False, found: dict[str, int] | None = None
+) -> DeviceSetup:
+    """Devices for a backend, or a one-line error naming the fix before any container starts.
+
+    found: another machine's device nodes and their GIDs ({"/dev/kfd": 992, ...}, read there by a probe
+    container) instead of this machine's.
+    """
+    if found is not None:
+        dri = sorted(n for n in found if n.startswith("/dev/dri/renderD"))
+        kfd, has_kfd = Path("/dev/kfd"), "/dev/kfd" in found
+    else:
+        dri_dir = host_root / "dev" / "dri"
+        dri = sorted(str(p) for p in dri_dir.glob("renderD*")) if dri_dir.is_dir() else []
+        kfd = host_root / "dev" / "kfd"
+        has_kfd = kfd.exists()
+    gids = (lambda nodes: sorted({found[n] for n in nodes if n in found})) if found is not None else _gids
     if backend == "cpu":
         return DeviceSetup(target="cpu")
     if backend == "rocm":
-        if not kfd.exists() or not dri:
+        if not has_kfd or not dri:
             raise ToolboxError(
                 "no AMD GPU for the rocm backend (/dev/kfd or /dev/dri/renderD* missing)",
                 "check amdgpu is loaded (invoke doctor), or use --backend vulkan / cpu",
             )
         nodes = [str(kfd), *dri]
-        return DeviceSetup(nodes, _gids(nodes), ["seccomp=unconfined"], target="gpu")
+        return DeviceSetup(nodes, gids(nodes), ["seccomp=unconfined"], target="gpu")
     if backend == "vulkan":
         if dri:
-            return DeviceSetup(dri, _gids(dri), target="gpu")
+            return DeviceSetup(dri, gids(dri), target="gpu")
         if allow_cpu_vulkan:
             # ggml ignores CPU-type Vulkan devices (lavapipe) unless they are named explicitly.
             return DeviceSetup(env={"GGML_VK_VISIBLE_DEVICES": "0"}, target="lavapipe")
@@ -68,8 +80,8 @@ def row_device_ok(row: dict, target: str) -> bool | None:
     devices = row.get("devices") or ""
     gpu = (row.get("gpu_info") or "") + ("" if devices in ("auto", "none") else " " + devices)
     backends = row.get("backends") or ""
-    if target == "cpu":
-        return "CPU" in backends or backends == ""
+    if target == "cpu":  # with RPC workers a cpu build says "RPC" (llama-bench leaves CPU out when another backend is used)
+        return "CPU" in backends or backends in ("", "RPC")
     if target == "lavapipe":
         return "Vulkan" in backends and "llvmpipe" in gpu.lower()
     if target == "gpu":

@@ -17,7 +17,7 @@ from toolbox.analysis.identity import IDENTITY_FIELDS, Collected, collect, ident
 from toolbox.analysis.provenance import provenance
 from toolbox.errors import ToolboxError
 from toolbox.files import make_dir
-from toolbox.report import answer_view
+from toolbox.report import answer_view, scaling_view
 from toolbox.report.plots import Plot, make_plots
 from toolbox.report.serve_view import plot_serve, print_serve, serve_html, serve_markdown
 from toolbox.report.tables import (
@@ -48,6 +48,7 @@ class Report:
     answers: list[Answer] = field(default_factory=list)  # what the report leads with
     goals: list[GoalAnswer] = field(default_factory=list)  # tune runs: the answer per goal
     serve_rows: list[dict] = field(default_factory=list)  # rows of kind "serve": report.serve_view
+    sections: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)  # (title, header, cells): scaling
 
     @property
     def empty(self) -> bool:
@@ -81,6 +82,8 @@ def render_markdown(rep: Report) -> str:
     for kind in kinds_present(col):
         header, cells = table_rows(col, kind)
         out += [f"## {KIND_TITLES[kind]}", "", md_table(header, cells), ""]
+    for title, header, cells in rep.sections:
+        out += [f"## {title}", "", md_table(header, cells), "", scaling_view.NOTE, ""]
     if rep.warnings:
         out += ["## Warnings", ""] + [f"- {w}" for w in rep.warnings] + [""]
     if col.failures:
@@ -152,6 +155,8 @@ def render_html(rep: Report) -> str:
     for kind in kinds_present(col):
         header, cells = table_rows(col, kind)
         parts.append(f"<h2>{e(KIND_TITLES[kind])}</h2><div class='table'>" + html_table(header, cells) + "</div>")
+    for title, header, cells in rep.sections:
+        parts.append(f"<h2>{e(title)}</h2><div class='table'>" + html_table(header, cells) + f"</div><p>{e(scaling_view.NOTE)}</p>")
     if rep.warnings:
         parts.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{e(w)}</li>" for w in rep.warnings) + "</ul>")
     if col.failures:
@@ -193,6 +198,8 @@ def render_console(rep: Report, console) -> None:
         console.print(rich_table(header, cells, KIND_TITLES[kind]))
     if rep.serve_rows:
         print_serve(console, rep.serve_rows)
+    for title, header, cells in rep.sections:
+        console.print(rich_table(header, cells, title))
     if rep.empty:
         console.print(f"[bold red]no successful results[/]: {len(col.failures)} failed")
     for f in col.failures[:20]:
@@ -248,6 +255,7 @@ def build_report(
         answers=answers(col),
         goals=goal_answers([m for m, _ in runs]),
         serve_rows=serve_rows,
+        sections=[x for x in [scaling_view.scaling_section(col)] if x],
     )
 
 

@@ -10,7 +10,6 @@ means (summaries, exit codes) is decided above this layer: toolbox.report.summar
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,11 +32,14 @@ from toolbox.engine.container import (
 from toolbox.engine.devices import device_setup, row_device_ok
 from toolbox.errors import ToolboxError
 from toolbox.files import now_iso
-from toolbox.llamacpp import BACKENDS, PARAM_FLAGS, row_fa_fallback
+from toolbox.llamacpp import BACKENDS, row_fa_fallback
 from toolbox.parse import parse_jsonl_line
+from toolbox.run import hosts
 from toolbox.run import plan as plan_view
 from toolbox.run.context import RunContext, Stopped, stop_on_signals
 from toolbox.run.matrix import Case, Group, Plan, expand, group_cases, load_matrix, match_case
+from toolbox.run.plan import check_flags
+from toolbox.run.rpc import check_workers, worker_down
 from toolbox.run.telemetry import start_for_run
 from toolbox.settings import Settings
 from toolbox.store.rows import make_row
@@ -111,6 +113,9 @@ def bench(
     shuffle: bool | None = None,
     seed: int | None = None,
     telemetry: bool | None = None,
+    rpc: list[str] | None = None,
+    host: str | None = None,
+    campaign: str | None = None,
     argv: list[str] | None = None,
     console=None,
     wait: bool = True,
@@ -122,7 +127,8 @@ def bench(
     from toolbox.model import model_identity, resolve_models
 
     console = console or Console()
-    client = docker_client()
+    local = docker_client()
+    client = docker_client(host) if host else local  # a fleet's host: its engine runs the containers (toolbox.run.fleet)
     done: set[str] = set()
     if resume:
         meta, old_rows = load_run(settings.results_dir, resume)
@@ -136,22 +142,32 @@ def bench(
         spec, _, _ = load_matrix(matrix)
         backends = resolve_backends(backend, spec, settings, client, say=lambda line: console.print(line, markup=False))
         model_paths = resolve_models([Path(m) for m in models] if models else None, settings)
-        overrides = {"repetitions": repetitions, "cooldown_s": cooldown_s, "shuffle": shuffle, "seed": seed}
+        overrides = {"repetitions": repetitions, "cooldown_s": cooldown_s, "shuffle": shuffle, "seed": seed, "rpc": rpc}
     plan = make_plan(settings, matrix, backends, model_paths, overrides)
 
     # --- checks before any container starts ---
     pins = load_pins(settings.pins_file)
-    setups = {b: device_setup(pins.runs_on(b), settings.host_root, allow_cpu_vulkan) for b in backends}
-    images = prepare_images(settings, client, plan, backends, build_missing)
+    images = prepare_images(settings, local, plan, backends, build_missing)
+    transfer = {b: hosts.ensure_image(local, client, t) for b, t in images.items()} if host else {}
+    if host:
+        setups = hosts.remote_setups(client, images, allow_cpu_vulkan, pins.runs_on)
+    else:
+        setups = {b: device_setup(pins.runs_on(b), settings.host_root, allow_cpu_vulkan) for b in backends}
     commands = [(g, g.args(in_container(g.model), plan.repetitions, plan.warmup)) for g in plan.groups]
     result = BenchResult(None, None, plan, commands)
     plan_view.print_plan(console, plan, images, commands, settings)
     if dry_run:
         return result
+    workers = sorted({w for c in plan.cases for w in c.rpc})  # reached, same build, link timed: before anything runs
+    rpc_record = check_workers(client, workers, {b: client.images.get(t).labels for b, t in images.items()}) if workers else None
+    models_meta = [model_identity(p, settings) for p in model_paths] if not resume else None
+    if host and models_meta:
+        hosts.check_models(client, next(iter(images.values())), models_meta)
 
     what = f"invoke bench --matrix {matrix}" + (f" --resume {resume}" if resume else "")
     say = lambda line: console.print(line, markup=False, soft_wrap=True)  # noqa: E731
-    with devicelock.hold(settings.lock_dir, setups.values(), what=what, wait=wait, say=say) as waited:
+    # a fleet's host: its devices are that machine's, not locked here
+    with devicelock.hold(settings.lock_dir, [] if host else setups.values(), what=what, wait=wait, say=say) as waited:
         if resume:
             writer = RunWriter.open(settings.results_dir, resume)
             writer.update(status="running", resumed_at=now_iso())
@@ -168,8 +184,11 @@ def bench(
                     "matrix": plan.to_json() | {"backends": backends, "overrides": overrides},
                     "allow_cpu_vulkan": allow_cpu_vulkan,
                     "images": {b: image_info(client, t) for b, t in images.items()},
-                    "models": [model_identity(p, settings) for p in model_paths],
-                    "host": snapshot(settings.host_root),
+                    "models": models_meta,
+                    **({"rpc": rpc_record} if rpc_record else {}),
+                    **({"campaign": campaign} if campaign else {}),
+                    **({"engine": host, "image_transfer": transfer} if host else {}),
+                    "host": hosts.engine_snapshot(client, host) if host else snapshot(settings.host_root),
                 },
             )
         writer.update(
@@ -177,8 +196,10 @@ def bench(
             | {"waited_s": round(sum(waited.values()), 3)}
         )
         result.run_id, result.run_dir = writer.run_id, writer.path
-        ctx = make_context(settings, client, writer, plan, images, setups)
-        ctx.telemetry = start_for_run(settings, writer, settings.telemetry if telemetry is None else telemetry)
+        if resume and rpc_record:
+            writer.update(rpc=rpc_record, rpc_before=writer.meta.get("rpc"))
+        ctx = make_context(settings, client, writer, plan, images, setups, rpc_record)
+        ctx.telemetry = start_for_run(settings, writer, False if host else settings.telemetry if telemetry is None else telemetry)
         _execute(ctx, result, done, console)
     return result
 
@@ -241,8 +262,8 @@ def prepare_images(settings: Settings, client, plan: Plan, backends: list[str], 
     return images
 
 
-def make_context(settings: Settings, client, writer: RunWriter, plan: Plan, images: dict, setups: dict) -> RunContext:
-    """The context the groups of a run share (image ids and model hashes as run.json recorded them)."""
+def make_context(settings: Settings, client, writer: RunWriter, plan: Plan, images: dict, setups: dict, rpc=None) -> RunContext:
+    """The context the groups of a run share (image ids and model hashes as run.json recorded them, RPC workers as checked)."""
     return RunContext(
         settings,
         client,
@@ -252,16 +273,24 @@ def make_context(settings: Settings, client, writer: RunWriter, plan: Plan, imag
         image_ids={b: writer.meta.get("images", {}).get(b, {}).get("id") for b in images},
         setups=setups,
         model_sha={m["path"]: m["sha256"] for m in writer.meta.get("models", [])},
+        rpc=rpc or {},
     )
 
 
 def run_group(ctx: RunContext, result: BenchResult, group: Group) -> None:
-    """Run a group; if it dies, run its missing cases one per process so one bad case can't take the rest down."""
+    """Run a group (its cases fail by name when its RPC worker stopped answering); if it dies, run its missing cases one per
+    process so one bad case can't take the rest down."""
+    if group.rpc and (down := worker_down(group.rpc, ctx.rpc)):
+        for case in group.cases:
+            _record_failure(ctx, result, group, case, down)
+        return
     got, err = _run_one(ctx, result, group)
     missing = [c for c in group.cases if c.case_id not in got]
     if not missing or ctx.stop.is_set():
         return
-    if len(group.cases) > 1 and not (err or "").startswith("timeout"):
+    down = worker_down(group.rpc, ctx.rpc) if group.rpc and err else None
+    err = f"{down} during the group; {err}" if down else err
+    if len(group.cases) > 1 and not down and not (err or "").startswith("timeout"):
         for case in missing:
             single = Group(
                 group.group_id + "-" + case.case_id[:6],
@@ -270,6 +299,7 @@ def run_group(ctx: RunContext, result: BenchResult, group: Group) -> None:
                 group.env,
                 {k: [v] for k, v in case.params if k not in ("n_prompt", "n_gen", "n_depth")},
                 [case],
+                group.rpc,
             )
             got_one, e = _run_one(ctx, result, single)
             if case.case_id not in got_one:
@@ -291,6 +321,7 @@ def _row(ctx: RunContext, group: Group, lb_row: dict, **ours) -> dict:
         env=group.env,
         model_sha256=ctx.model_sha.get(group.model),
         versions=image_versions(ctx.labels(group.backend)),
+        **({"rpc": list(group.rpc)} if group.rpc else {}),
         **ours,
     )
 
@@ -304,6 +335,7 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
     target = ctx.setups[group.backend].target
     stderr_path = ctx.writer.logs_dir / f"{group.group_id}.stderr.log"
     cmake_flags = ctx.labels(group.backend).get(f"{LABEL_PREFIX}.cmake-flags")
+    t0 = time.monotonic()
 
     def on_line(line: str) -> None:
         lb_row = parse_jsonl_line(line)
@@ -314,6 +346,8 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
             unmatched.remove(case)
             got.add(case.case_id)
         ctx.mark("row", group=group.group_id, case_id=case.case_id if case else None)  # the row's window ends here
+        first = not got - {case.case_id if case else None}  # the group's first row: its wait includes the model load
+        extra = {"load_s": plan_view.load_estimate(time.monotonic() - t0, lb_row, ctx.plan)} if first else {}
         # llama.cpp logs the f16 detour on stderr while the test runs, before the row reaches stdout
         row = _row(
             ctx,
@@ -323,6 +357,7 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
             device_ok=row_device_ok(lb_row, target),
             fa_fallback=row_fa_fallback(lb_row, read_log(stderr_path), cmake_flags),
             status="ok",
+            **extra,
         )
         ctx.writer.append(row)
         result.rows.append(row)
@@ -336,6 +371,7 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
         group.env,
         model_mount(group.model),
         {"org.strix-toolbox.run-id": ctx.run_id, "org.strix-toolbox.group": group.group_id},
+        network=(ctx.rpc.get("network") or "bridge") if group.rpc else "none",  # workers: their network, else the host's bridge
     )
     ctx.mark("container_start", group=group.group_id, cases=[c.case_id for c in group.cases])
     outcome = run_streaming(
@@ -380,23 +416,6 @@ def _record_failure(ctx: RunContext, result: BenchResult, group: Group, case: Ca
     result.rows.append(row)
     result.failed += 1
     ctx.advance(1)
-
-
-def check_flags(plan: Plan, backend: str, help_text: str) -> None:
-    """Every flag the plan uses must be one the image's llama-bench documents in --help."""
-    used = {"-m", "-o", "-r", "-p", "-n", "-d"}
-    for g in plan.groups:
-        if g.backend == backend:
-            used |= {PARAM_FLAGS[k] for k in g.lists}
-            used |= {"-pg"} if any(dict(c.params).get("n_prompt") and dict(c.params).get("n_gen") for c in g.cases) else set()
-    if not plan.warmup:
-        used.add("--no-warmup")
-    for flag in sorted(used):
-        if not re.search(rf"(^|[\s,]){re.escape(flag)}([\s,]|$)", help_text, re.M):
-            raise ToolboxError(
-                f"the pinned llama-bench in the {backend} image does not know {flag}",
-                "remove that parameter from the matrix (llama-bench --help lists the valid ones)",
-            )
 
 
 def _check_writable(path: Path) -> None:

@@ -62,8 +62,8 @@ def compose_env(settings: Settings) -> str:
         lines.append(f"RENDER_GID={render}")
     if video is not None and video != render:
         lines.append(f"VIDEO_GID={video}")
-    shader_cache = settings.cache_dir / "shader-cache"
-    for d in (settings.results_dir, shader_cache):
+    shader_cache, rpc_cache = settings.cache_dir / "shader-cache", settings.cache_dir / "rpc-cache"
+    for d in (settings.results_dir, shader_cache, rpc_cache):
         d.mkdir(parents=True, exist_ok=True)
     lines += [
         "# the containers run as this user: the results they write are yours",
@@ -74,6 +74,7 @@ def compose_env(settings: Settings) -> str:
         f"MODELS_DIR={settings.cache_dir / 'models'}",
         f"RESULTS_DIR={settings.results_dir}",
         f"SHADER_CACHE_DIR={shader_cache}",
+        f"RPC_CACHE_DIR={rpc_cache}",  # the rpc-worker services' tensor cache (docs/clusters.md)
         "MATRIX=default",
     ]
     return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ class RunContext:
     image_ids: dict[str, str | None]
     setups: dict[str, DeviceSetup]
     model_sha: dict[str, str]
+    rpc: dict = field(default_factory=dict)  # run.json's rpc record: the workers as checked, the network they are on
     stop: threading.Event = field(default_factory=threading.Event)
     telemetry: object = None  # toolbox.run.telemetry.Sampler, or None (--no-telemetry)
     advance: object = lambda n: None  # noqa: E731 - progress callback

@@ -17,6 +17,7 @@ from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
 
+from toolbox.engine.rpc import parse_workers
 from toolbox.errors import ToolboxError
 from toolbox.llamacpp import BACKENDS, KV_TYPES, PARAM_FLAGS, fa_value, kv_reject_reason, test_name
 
@@ -35,6 +36,7 @@ OPTIONS = {
     "seed",
     "timeout_s",
     "tune",  # invoke tune only: dimensions per backend (docs/tune.md); bench ignores it
+    "rpc",
 }
 
 
@@ -46,10 +48,12 @@ class Case:
     model: str
     env: tuple[tuple[str, str], ...]
     params: tuple[tuple[str, object], ...]  # includes n_prompt, n_gen, n_depth
+    rpc: tuple[str, ...] = ()  # RPC workers (host:port[@engine]); () = this machine alone
 
     @property
     def case_id(self) -> str:
-        key = json.dumps([self.backend, self.model, self.env, self.params], default=str)
+        key = [self.backend, self.model, self.env, self.params] + ([list(self.rpc)] if self.rpc else [])
+        key = json.dumps(key, default=str)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @property
@@ -72,6 +76,7 @@ class Group:
     env: dict[str, str]
     lists: dict[str, list]  # llama-bench parameter -> values (comma list on the command line)
     cases: list[Case] = field(default_factory=list)
+    rpc: tuple[str, ...] = ()  # the workers of every case of the group (llama-bench -rpc registers them per process)
 
     def args(self, model_path_in_container: str, repetitions: int, warmup: bool) -> list[str]:
         """The exact llama-bench command line for this group."""
@@ -102,6 +107,8 @@ class Group:
                 argv += [PARAM_FLAGS[name], _csv(values)]
         if not warmup:
             argv.append("--no-warmup")
+        if self.rpc:
+            argv += ["-rpc", ",".join(rpc_address(w) for w in self.rpc)]
         return argv
 
 
@@ -134,6 +141,7 @@ class Plan:
             "seed": self.seed,
             "cases": [
                 {"case_id": c.case_id, "backend": c.backend, "model": c.model, "env": dict(c.env), "params": c.p, "test": c.test}
+                | ({"rpc": list(c.rpc)} if c.rpc else {})
                 for c in self.cases
             ],
             "groups": [
@@ -145,10 +153,16 @@ class Plan:
                     "lists": g.lists,
                     "cases": [c.case_id for c in g.cases],
                 }
+                | ({"rpc": list(g.rpc)} if g.rpc else {})
                 for g in self.groups
             ],
             "removed": [{"case": dict(c.params), "backend": c.backend, "reason": why} for c, why in self.removed],
         }
+
+
+def rpc_address(worker: str) -> str:
+    """What llama.cpp's -rpc takes from a worker 'host:port[@engine]'."""
+    return worker.split("@", 1)[0]
 
 
 def _csv(values) -> str:
@@ -218,9 +232,22 @@ def validate_spec(spec: dict, where: str) -> None:
         for v in _as_list(spec.get("params", {}).get(t, [])):
             if v not in KV_TYPES:
                 raise ToolboxError(f"{where}: {t} {v!r} is not a KV cache type llama-bench knows", f"valid: {', '.join(KV_TYPES)}")
+    rpc = spec.get("rpc", [])
+    if not isinstance(rpc, list) or not all(isinstance(w, (list, str)) for w in rpc):
+        raise ToolboxError(
+            f"{where}: rpc must be a list of worker lists", 'e.g. rpc = [[], ["10.0.0.2:50052"], ["10.0.0.2:50052", "10.0.0.3:50052"]]'
+        )
+    for workers in rpc:
+        rpc_workers(workers)
     for b in spec.get("backends", []):
         if b not in BACKENDS:
             raise ToolboxError(f"{where}: unknown backend {b!r}", f"valid: {', '.join(BACKENDS)}")
+
+
+def rpc_workers(workers) -> tuple[str, ...]:
+    """One entry of the rpc dimension (a list of workers, or a comma list; [] or 'none' = no workers) -> the case's rpc."""
+    text = ",".join(workers) if isinstance(workers, list) else str(workers)
+    return tuple(str(e) for e in parse_workers(text))
 
 
 def _as_list(v) -> list:
@@ -245,12 +272,13 @@ def expand(spec: dict, source: str, text: str, backends: list[str], models: list
     env = {k: [str(x) for x in _as_list(v)] for k, v in spec.get("env", {}).items()}
     zips = [list(zip(*[_as_list(v) for v in z.values()])) for z in spec.get("zip", [])]
     zip_names = [list(z) for z in spec.get("zip", [])]
+    rpc_lists = list(dict.fromkeys(rpc_workers(w) for w in spec.get("rpc", []))) or [()]
 
     cases, removed = [], []
     env_combos = [dict(zip(env, combo)) for combo in itertools.product(*env.values())] or [{}]
     zip_combos = list(itertools.product(*zips)) or [()]
     names = list(params)
-    for backend, model, env_c, zip_c in itertools.product(backends, models, env_combos, zip_combos):
+    for backend, model, env_c, zip_c, rpc in itertools.product(backends, models, env_combos, zip_combos, rpc_lists):
         zipped = {n: v for names_z, values in zip(zip_names, zip_c) for n, v in zip(names_z, values)}
         for combo in itertools.product(*params.values()):
             p = dict(zip(names, combo)) | zipped
@@ -263,7 +291,7 @@ def expand(spec: dict, source: str, text: str, backends: list[str], models: list
                 tests.append(p | {"n_prompt": 0})
             tests += [p | {"n_prompt": a, "n_gen": b} for a, b in pairs]
             for test in tests:
-                case = Case(backend, model, tuple(sorted(env_c.items())), tuple(sorted(test.items())))
+                case = Case(backend, model, tuple(sorted(env_c.items())), tuple(sorted(test.items())), rpc)
                 why = reject_reason(backend, test)
                 (removed if why else cases).append((case, why) if why else case)
     cases = _dedupe(cases)
@@ -305,9 +333,9 @@ def group_cases(cases: list[Case]) -> list[Group]:
     """
     by_key: dict[tuple, list[Case]] = {}
     for c in cases:
-        by_key.setdefault((c.backend, c.model, c.env), []).append(c)
+        by_key.setdefault((c.backend, c.model, c.env, c.rpc), []).append(c)
     groups: list[Group] = []
-    for (backend, model, env), members in by_key.items():
+    for (backend, model, env, rpc), members in by_key.items():
         # Each block: {param: tuple(values)}; tests (n_prompt, n_gen) travel as one dimension.
         blocks = [_block(c) for c in members]
         dims = sorted({k for b in blocks for k in b})
@@ -324,8 +352,9 @@ def group_cases(cases: list[Case]) -> list[Group]:
         for b in blocks:
             block_cases = [c for c in members if _in_block(c, b)]
             lists = {k: list(v) for k, v in b.items() if k not in ("test", "n_depth")}
-            gid = hashlib.sha256(json.dumps([backend, model, env, sorted(b.items())], default=str).encode()).hexdigest()[:12]
-            groups.append(Group(gid, backend, model, dict(env), lists, block_cases))
+            key = [backend, model, env, sorted(b.items())] + ([list(rpc)] if rpc else [])
+            gid = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:12]
+            groups.append(Group(gid, backend, model, dict(env), lists, block_cases, rpc))
     return groups
 
 

@@ -1,4 +1,4 @@
-"""What a plan will do and how long it will take: the plan as printed before a run, and the timing history.
+"""What a plan will do and how long it will take: the plan as printed before a run, the flags it needs, and the timing history.
 
 The history (results_dir/.history.json) maps a case's signature (backend, model file name and every
 parameter the case sets) to the mean time of its last successful measurement; `remember()` adds a
@@ -9,9 +9,12 @@ history file are indexed when the history is first needed, and saved with the ne
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from toolbox.errors import ToolboxError
 from toolbox.files import write_json_atomic
+from toolbox.llamacpp import PARAM_FLAGS
 from toolbox.parse import normalize
 from toolbox.run.matrix import Plan
 from toolbox.settings import Settings
@@ -119,6 +122,16 @@ def print_plan(console, plan: Plan, images: dict, commands, settings: Settings) 
             console.print(f"  {n} x {why}", markup=False)
 
 
+def load_estimate(seconds_to_first_row: float, lb_row: dict, plan: Plan) -> float | None:
+    """Seconds from the container's start to the model being ready, estimated from the group's first row:
+    its wall time less the runs it measured (repetitions, and the warm-up run). llama-bench prints no load time."""
+    ns = [float(v) for v in lb_row.get("samples_ns") or [] if v]
+    if not ns:
+        return None
+    measured = sum(ns) + (ns[0] if plan.warmup else 0)
+    return round(max(0.0, seconds_to_first_row - measured / 1e9), 3)
+
+
 def progress(console):
     """The progress bar of a run: cases done, elapsed, eta."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -133,3 +146,20 @@ def progress(console):
         console=console,
         transient=False,
     )
+
+
+def check_flags(plan: Plan, backend: str, help_text: str) -> None:
+    """Every flag the plan uses must be one the image's llama-bench documents in --help."""
+    used = {"-m", "-o", "-r", "-p", "-n", "-d"}
+    for g in plan.groups:
+        if g.backend == backend:
+            used |= {PARAM_FLAGS[k] for k in g.lists} | ({"-rpc"} if g.rpc else set())
+            used |= {"-pg"} if any(dict(c.params).get("n_prompt") and dict(c.params).get("n_gen") for c in g.cases) else set()
+    if not plan.warmup:
+        used.add("--no-warmup")
+    for flag in sorted(used):
+        if not re.search(rf"(^|[\s,]){re.escape(flag)}([\s,]|$)", help_text, re.M):
+            raise ToolboxError(
+                f"the pinned llama-bench in the {backend} image does not know {flag}",
+                "remove that parameter from the matrix (llama-bench --help lists the valid ones)",
+            )

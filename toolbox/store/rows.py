@@ -31,6 +31,8 @@ OUR_FIELDS = (
     "versions",
     "quality",
     "source",
+    "rpc",
+    "load_s",
 )
 
 
