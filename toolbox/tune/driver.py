@@ -23,6 +23,7 @@ from toolbox.run import plan as plan_view
 from toolbox.run.bench import BenchResult, _check_writable, make_context, prepare_images, resolve_backends
 from toolbox.run.context import Stopped, stop_on_signals
 from toolbox.run.matrix import load_matrix
+from toolbox.run.rpc import check_workers
 from toolbox.settings import Settings
 from toolbox.store import quality as quality_store
 from toolbox.store.runs import RunWriter, load_run
@@ -107,6 +108,9 @@ def tune(
             "run `invoke build cpu` (offline by itself without a registry)",
         )
     _check_budget(settings, sp, budget_s - before, budget)
+    # a space with an rpc key (docs/clusters.md) races worker lists too: every worker is checked first, as in bench
+    workers = sorted({w for c in sp.screen.cases + sp.confirm.cases for w in c.rpc})
+    rpc_record = check_workers(client, workers, {b: client.images.get(t).labels for b, t in images.items()}) if workers else None
 
     if resume:
         writer = RunWriter.open(settings.results_dir, resume)
@@ -128,6 +132,7 @@ def tune(
                 "images": {b: image_info(client, t) for b, t in images.items()},
                 "models": [model_identity(Path(model_path), settings)],
                 "host": snapshot(settings.host_root),
+                **({"rpc": rpc_record} if rpc_record else {}),
                 "tune": {
                     "request": {
                         "model": model_path,
@@ -155,7 +160,7 @@ def tune(
                 },
             },  # fmt: skip
         )
-    ctx = make_context(settings, client, writer, sp.confirm, images, setups)
+    ctx = make_context(settings, client, writer, sp.confirm, images, setups, rpc_record)
     result = BenchResult(writer.run_id, writer.path, sp.confirm)
     clock = Clock(budget_s, before)
     race = Race(
