@@ -130,13 +130,15 @@ def test_compose_services_have_the_same_limits_and_run_as_the_user(tmp_path):
             svc = compose["services"][svc["extends"]] | svc
         if name.startswith("serve-bench-"):
             assert svc["network_mode"] == "bridge" and all(p.startswith("127.0.0.1:") for p in svc["ports"]), name
+        elif name.startswith("rpc-worker-"):  # an RPC worker's one network is the bridge with its published port; no models
+            assert "network_mode" not in svc and svc["ports"] == ["${RPC_PORT:-50052}:${RPC_PORT:-50052}"], name
+            assert not any(":/models" in v for v in svc["volumes"]), name
         else:
             assert svc["network_mode"] == "none", name
         assert svc["cap_drop"] == ["ALL"] and "no-new-privileges" in svc["security_opt"], name
         assert svc["read_only"] is True and any(t.startswith("/tmp") for t in svc["tmpfs"]), name
         assert not svc.get("privileged"), name
         assert svc["user"] == "${TOOLBOX_UID:-1000}:${TOOLBOX_GID:-1000}", name
-        assert any(v.endswith(":/models:ro") for v in svc["volumes"]), name
     from toolbox.run.compose import compose_env
     from toolbox.settings import load_settings
 
@@ -144,6 +146,7 @@ def test_compose_services_have_the_same_limits_and_run_as_the_user(tmp_path):
     env = dict(line.split("=", 1) for line in compose_env(s).splitlines() if "=" in line and not line.startswith("#"))
     assert env["TOOLBOX_UID"] == str(os.getuid()) and env["TOOLBOX_GID"] == str(os.getgid())
     assert Path(env["RESULTS_DIR"]).is_dir() and Path(env["SHADER_CACHE_DIR"]).is_dir(), "made by the user, not by Docker as root"
+    assert Path(env["RPC_CACHE_DIR"]).is_dir(), "the rpc-worker services' cache, made by the user too"
 
 
 @pytest.mark.container
