@@ -29,7 +29,7 @@ from toolbox.engine.container import (
     run_streaming,
     tool_help,
 )
-from toolbox.engine.devices import device_setup, row_device_ok
+from toolbox.engine.devices import row_device_ok
 from toolbox.errors import ToolboxError
 from toolbox.files import now_iso
 from toolbox.llamacpp import BACKENDS, row_fa_fallback
@@ -39,7 +39,7 @@ from toolbox.run import plan as plan_view
 from toolbox.run.context import RunContext, Stopped, stop_on_signals
 from toolbox.run.matrix import Case, Group, Plan, expand, group_cases, load_matrix, match_case
 from toolbox.run.plan import check_flags
-from toolbox.run.rpc import check_workers, worker_down
+from toolbox.run.rpc import check_plan_workers, worker_down
 from toolbox.run.telemetry import start_for_run
 from toolbox.settings import Settings
 from toolbox.store.rows import make_row
@@ -148,21 +148,14 @@ def bench(
     # --- checks before any container starts ---
     pins = load_pins(settings.pins_file)
     images = prepare_images(settings, local, plan, backends, build_missing)
-    transfer = {b: hosts.ensure_image(local, client, t) for b, t in images.items()} if host else {}
-    if host:
-        setups = hosts.remote_setups(client, images, allow_cpu_vulkan, pins.runs_on)
-    else:
-        setups = {b: device_setup(pins.runs_on(b), settings.host_root, allow_cpu_vulkan) for b in backends}
+    transfer, setups = hosts.place(local, client if host else None, images, allow_cpu_vulkan, pins.runs_on, settings.host_root)
     commands = [(g, g.args(in_container(g.model), plan.repetitions, plan.warmup)) for g in plan.groups]
     result = BenchResult(None, None, plan, commands)
     plan_view.print_plan(console, plan, images, commands, settings)
     if dry_run:
         return result
-    workers = sorted({w for c in plan.cases for w in c.rpc})  # reached, same build, link timed: before anything runs
-    rpc_record = check_workers(client, workers, {b: client.images.get(t).labels for b, t in images.items()}) if workers else None
-    models_meta = [model_identity(p, settings) for p in model_paths] if not resume else None
-    if host and models_meta:
-        hosts.check_models(client, next(iter(images.values())), models_meta)
+    rpc_record = check_plan_workers(client, plan.cases, images)  # reached, same build, link timed: before anything runs
+    models_meta = hosts.check_models(client, images, [model_identity(p, settings) for p in model_paths], host) if not resume else None
 
     what = f"invoke bench --matrix {matrix}" + (f" --resume {resume}" if resume else "")
     say = lambda line: console.print(line, markup=False, soft_wrap=True)  # noqa: E731

@@ -48,6 +48,15 @@ def ensure_image(local, remote, tag: str) -> str:
     return "sent with docker save/load"
 
 
+def place(local, remote, images: dict[str, str], allow_cpu_vulkan: bool, runs_on, host_root) -> tuple[dict, dict[str, DeviceSetup]]:
+    """(how each image got to the host, devices per backend): this machine's devices when remote is None, else the
+    host's, with the image sent there if it lacks it."""
+    if remote is None:
+        return {}, {b: device_setup(runs_on(b), host_root, allow_cpu_vulkan) for b in images}
+    transfer = {b: ensure_image(local, remote, t) for b, t in images.items()}
+    return transfer, remote_setups(remote, images, allow_cpu_vulkan, runs_on)
+
+
 PROBE = 'for f in /host-dev/kfd /host-dev/dri/renderD*; do [ -e "$f" ] && stat -c "%n %g" "$f"; done; true'
 
 
@@ -69,9 +78,10 @@ def remote_setups(client, images: dict[str, str], allow_cpu_vulkan: bool, runs_o
     return setups
 
 
-def check_models(client, image: str, models: list[dict]) -> None:
-    """Every model at the same path on the host, with the same sha256 (computed there)."""
-    for m in models:
+def check_models(client, images: dict[str, str], models: list[dict], host: str | None) -> list[dict]:
+    """The models; on a fleet's host every one must be at the same path, with the same sha256 (computed there)."""
+    image = next(iter(images.values()))
+    for m in models if host else ():
         done = run_to_end(
             client, ContainerSpec(image, ["sha256sum", in_container(m["path"])], mounts=model_mount(m["path"])), timeout_s=1800
         )
@@ -81,3 +91,4 @@ def check_models(client, image: str, models: list[dict]) -> None:
             raise ToolboxError(
                 f"the model {m['path']} {what} at that path on this host", "copy the same file to the same path there (or a shared mount)"
             )
+    return models

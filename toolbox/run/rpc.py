@@ -93,6 +93,12 @@ def check_workers(client, workers: list[str], client_labels: dict[str, dict], *,
     return record
 
 
+def check_plan_workers(client, cases, images: dict[str, str]) -> dict | None:
+    """check_workers() for every worker the cases use (None when they use none), against the images' builds."""
+    workers = sorted({w for c in cases for w in c.rpc})
+    return check_workers(client, workers, {b: client.images.get(t).labels for b, t in images.items()}) if workers else None
+
+
 def worker_down(workers: tuple[str, ...], record: dict, timeout_s: float = 3) -> str | None:
     """The first worker that no longer accepts connections, as an error for the group's cases; None when all do."""
     for text in workers:
@@ -163,4 +169,4 @@ def stop_workers(client=None) -> list[str]:
     return names
 
 
-__all__ = ["WORKER_LABEL", "check_workers", "start_worker", "stop_workers", "worker_down"]
+__all__ = ["WORKER_LABEL", "check_plan_workers", "check_workers", "start_worker", "stop_workers", "worker_down"]

@@ -23,7 +23,7 @@ from toolbox.run import plan as plan_view
 from toolbox.run.bench import BenchResult, _check_writable, make_context, prepare_images, resolve_backends
 from toolbox.run.context import Stopped, stop_on_signals
 from toolbox.run.matrix import load_matrix
-from toolbox.run.rpc import check_workers
+from toolbox.run.rpc import check_plan_workers
 from toolbox.settings import Settings
 from toolbox.store import quality as quality_store
 from toolbox.store.runs import RunWriter, load_run
@@ -109,8 +109,7 @@ def tune(
         )
     _check_budget(settings, sp, budget_s - before, budget)
     # a space with an rpc key (docs/clusters.md) races worker lists too: every worker is checked first, as in bench
-    workers = sorted({w for c in sp.screen.cases + sp.confirm.cases for w in c.rpc})
-    rpc_record = check_workers(client, workers, {b: client.images.get(t).labels for b, t in images.items()}) if workers else None
+    rpc_record = check_plan_workers(client, sp.screen.cases + sp.confirm.cases, images)
 
     if resume:
         writer = RunWriter.open(settings.results_dir, resume)
