@@ -46,9 +46,8 @@ def contexts():
 
 @pytest.mark.container
 def test_a_fleet_of_two_contexts_lands_one_campaign_and_a_dead_host_fails_alone(cpu_image, tiny_model, bench_settings, contexts, tmp_path):
-    from toolbox.report.campaign import campaign_report
+    from toolbox.report.campaign import campaign_report, campaign_run_ids, load_run
     from toolbox.run.fleet import fleet_exit, run_fleet
-    from toolbox.store.runs import campaign_run_ids, load_run
 
     a, b, nowhere = contexts
     matrix = tmp_path / "fleet.toml"

@@ -28,7 +28,7 @@ def _run_or_file(ref: str) -> None:
 
 
 def _campaign(text: str) -> None:
-    from toolbox.store.runs import campaign_run_ids
+    from toolbox.report.campaign import campaign_run_ids
 
     campaign_run_ids(settings().results_dir, text)
 

@@ -1,12 +1,31 @@
-"""A fleet campaign side by side: one run per host, the hosts' identities, and each host against the first
-with the significance test of `invoke compare` (same identity keys, raw samples)."""
+"""A fleet campaign side by side (its runs found by run.json's `campaign`): one run per host, the hosts'
+identities, and each host against the first with the significance test of `invoke compare` (same
+identity keys, raw samples)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from toolbox.analysis.compare import CompareResult, compare_runs
 from toolbox.errors import ToolboxError
 from toolbox.report.render import Report, build_report, write_report
-from toolbox.store.runs import campaign_run_ids, load_run
+from toolbox.store.runs import load_run, run_ids
+
+
+def campaign_run_ids(results_dir: Path, campaign: str) -> list[str]:
+    """The runs of a fleet campaign (run.json's `campaign`), oldest first; none is a one-line error."""
+    found = []
+    for rid in run_ids(results_dir):
+        try:
+            meta = json.loads((Path(results_dir) / rid / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("campaign") == campaign:
+            found.append(rid)
+    if not found:
+        raise ToolboxError(f"no run of campaign {campaign!r} in {results_dir}", "invoke bench --host ... prints its campaign id")
+    return found
 
 
 def host_label(meta: dict) -> str:
@@ -41,8 +60,6 @@ def campaign_report(
         except ToolboxError as exc:
             comparisons.append((f"{host_label(meta)} against {host_label(base[0])}", str(exc)))
     if write:
-        from pathlib import Path
-
         write_report(rep, Path(settings.results_dir) / runs[-1][0]["run_id"] / "reports" / campaign)
     return rep, hosts, comparisons
 

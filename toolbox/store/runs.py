@@ -409,18 +409,3 @@ def load_runs(results_dir: Path, ids: list[str] | None) -> list[tuple[dict, list
     """(meta, rows) per run id; the latest run when no id is given. Unknown ids raise ToolboxError naming the closest."""
     ids = list(ids or []) or [latest_run_id(results_dir)]
     return [load_run(results_dir, rid) for rid in ids]
-
-
-def campaign_run_ids(results_dir: Path, campaign: str) -> list[str]:
-    """The runs of a fleet campaign (run.json's `campaign`), oldest first; none is a one-line error."""
-    found = []
-    for rid in run_ids(results_dir):
-        try:
-            meta = json.loads((Path(results_dir) / rid / "run.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(meta, dict) and meta.get("campaign") == campaign:
-            found.append(rid)
-    if not found:
-        raise ToolboxError(f"no run of campaign {campaign!r} in {results_dir}", "invoke bench --host ... prints its campaign id")
-    return found
