@@ -36,7 +36,7 @@ from toolbox.llamacpp import BACKENDS, row_fa_fallback
 from toolbox.parse import parse_jsonl_line
 from toolbox.run import hosts
 from toolbox.run import plan as plan_view
-from toolbox.run.context import RunContext, Stopped, stop_on_signals
+from toolbox.run.context import RunContext, Stopped, make_context, stop_on_signals
 from toolbox.run.matrix import Case, Group, Plan, expand, group_cases, load_matrix, match_case
 from toolbox.run.plan import check_flags
 from toolbox.run.rpc import check_plan_workers, worker_down
@@ -253,21 +253,6 @@ def prepare_images(settings: Settings, client, plan: Plan, backends: list[str], 
     for b, tag in images.items():
         check_flags(plan, b, tool_help(client, tag, "llama-bench", settings.cache_dir))
     return images
-
-
-def make_context(settings: Settings, client, writer: RunWriter, plan: Plan, images: dict, setups: dict, rpc=None) -> RunContext:
-    """The context the groups of a run share (image ids and model hashes as run.json recorded them, RPC workers as checked)."""
-    return RunContext(
-        settings,
-        client,
-        writer,
-        plan,
-        images,
-        image_ids={b: writer.meta.get("images", {}).get(b, {}).get("id") for b in images},
-        setups=setups,
-        model_sha={m["path"]: m["sha256"] for m in writer.meta.get("models", [])},
-        rpc=rpc or {},
-    )
 
 
 def run_group(ctx: RunContext, result: BenchResult, group: Group) -> None:

@@ -78,3 +78,18 @@ def stop_on_signals(stop: threading.Event, received: list):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def make_context(settings: Settings, client, writer: RunWriter, plan: Plan, images: dict, setups: dict, rpc=None) -> RunContext:
+    """The context the groups of a run share (image ids and model hashes as run.json recorded them, RPC workers as checked)."""
+    return RunContext(
+        settings,
+        client,
+        writer,
+        plan,
+        images,
+        image_ids={b: writer.meta.get("images", {}).get(b, {}).get("id") for b in images},
+        setups=setups,
+        model_sha={m["path"]: m["sha256"] for m in writer.meta.get("models", [])},
+        rpc=rpc or {},
+    )
