@@ -147,8 +147,11 @@ def bench(
 
     # --- checks before any container starts ---
     pins = load_pins(settings.pins_file)
+    remote, where = (client, None) if host else (None, dict.fromkeys(backends))  # here: a missing device is said before an image
+    transfer, setups = hosts.place(local, None, where, allow_cpu_vulkan, pins.runs_on, settings.host_root) if where else ({}, {})
     images = prepare_images(settings, local, plan, backends, build_missing)
-    transfer, setups = hosts.place(local, client if host else None, images, allow_cpu_vulkan, pins.runs_on, settings.host_root)
+    if remote is not None:
+        transfer, setups = hosts.place(local, remote, images, allow_cpu_vulkan, pins.runs_on, settings.host_root)
     commands = [(g, g.args(in_container(g.model), plan.repetitions, plan.warmup)) for g in plan.groups]
     result = BenchResult(None, None, plan, commands)
     plan_view.print_plan(console, plan, images, commands, settings)
