@@ -74,7 +74,7 @@ def test_telemetry_0_writes_no_file(tmp_path):
 
 @pytest.mark.container
 def test_a_compose_run_on_a_fake_tree_records_telemetry_and_energy_per_row(cpu_image, tiny_model, tmp_path):
-    from test_compose import compose_cmd
+    from test_compose import as_user, compose_cmd
 
     from toolbox.store import runs
 
@@ -83,7 +83,7 @@ def test_a_compose_run_on_a_fake_tree_records_telemetry_and_energy_per_row(cpu_i
     models.mkdir()
     out.mkdir()
     shutil.copy(tiny_model, models / tiny_model.name)
-    env = os.environ | {"CPU_IMAGE": cpu_image, "MODELS_DIR": str(models), "RESULTS_DIR": str(out), "MATRIX": "default"}
+    env = os.environ | {"CPU_IMAGE": cpu_image, "MODELS_DIR": str(models), "RESULTS_DIR": str(out), "MATRIX": "default"} | as_user(tmp_path)
     cmd = [*compose_cmd(), "--profile", "cpu", "run", "--rm", "-T", "-v", f"{root}:/fakehost:ro"]
     cmd += ["-e", "TELEMETRY_SYSFS=/fakehost/sys", "-e", "TELEMETRY_IDLE_S=1", "bench-cpu"]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
