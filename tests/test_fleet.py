@@ -54,7 +54,7 @@ def test_a_fleet_of_two_contexts_lands_one_campaign_and_a_dead_host_fails_alone(
     matrix.write_text(MATRIX)
     campaign, outcomes = run_fleet(bench_settings, [a, b, nowhere], matrix=str(matrix), backend="cpu", models=[str(tiny_model)])
     by_host = {o.host: o for o in outcomes}
-    assert by_host[a].status == by_host[b].status == "complete" and by_host[a].ok == by_host[b].ok == 2
+    assert by_host[a].status == by_host[b].status == "complete" and by_host[a].ok == by_host[b].ok == 2, [by_host[a], by_host[b]]
     dead = by_host[nowhere]
     assert dead.run_id is None and "is not reachable" in dead.error and "\n" not in dead.error
     assert fleet_exit(outcomes)[0] == 1 and nowhere in fleet_exit(outcomes)[1]

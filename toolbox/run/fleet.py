@@ -42,10 +42,12 @@ def run_fleet(settings, hosts: list[str], *, on_done=None, **bench_args) -> tupl
         raise ToolboxError("a host is named twice", "give each --host once")
     campaign = new_campaign_id()
     outcomes = [HostOutcome(h) for h in hosts]
+    engines = _engine_locks(hosts)
 
     def one(out: HostOutcome) -> None:
         try:
-            r = bench(settings, host=out.host, campaign=campaign, console=Console(file=io.StringIO(), width=160), **bench_args)
+            with engines[out.host]:
+                r = bench(settings, host=out.host, campaign=campaign, console=Console(file=io.StringIO(), width=160), **bench_args)
             out.run_id, out.status, out.ok, out.failed = r.run_id, r.status, r.ok, r.failed
         except ToolboxError as exc:
             out.error = str(exc)
@@ -60,6 +62,26 @@ def run_fleet(settings, hosts: list[str], *, on_done=None, **bench_args) -> tupl
     for t in threads:
         t.join()
     return campaign, outcomes
+
+
+def _engine_locks(hosts: list[str]) -> dict:
+    """One lock per Docker engine: two names for one machine (contexts, ssh and tcp URLs) measure one
+    after the other, never at once on the same device. A host whose engine does not answer here gets
+    its own lock and fails on its own in bench."""
+    from contextlib import nullcontext
+
+    from toolbox.engine.client import docker_client
+
+    by_engine: dict[str, threading.Lock] = {}
+    locks = {}
+    for h in hosts:
+        try:
+            engine_id = docker_client(h, timeout=10).info()["ID"]
+        except Exception:  # noqa: BLE001 - unreachable: bench says why, in one line
+            locks[h] = nullcontext()
+            continue
+        locks[h] = by_engine.setdefault(engine_id, threading.Lock())
+    return locks
 
 
 def fleet_exit(outcomes: list[HostOutcome]) -> tuple[int, str] | None:
