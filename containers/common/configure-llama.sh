@@ -16,8 +16,12 @@ if [ -n "$unused" ]; then
   echo "error: CMake did not use some of the pinned flags:$unused (not in the pinned llama.cpp's CMake files): fix cmake_flags in containers/pins.toml" >&2
   exit 3
 fi
+# ccache for every language the build compiles: HIP units too (clang -x hip), else a one-file change
+# recompiles every FlashAttention and matrix kernel of the ROCm build (an hour on 2 cores).
+hip_launcher=""
+case " $* " in *" -DGGML_HIP=ON "*) hip_launcher="-DCMAKE_HIP_COMPILER_LAUNCHER=ccache" ;; esac
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+  -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache $hip_launcher \
   "$@" > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; echo "error: CMake configure failed" >&2; exit 1; }
 cat "$build/configure.log"
 # A flag CMake did not use does nothing: a label that lists it would be a lie.

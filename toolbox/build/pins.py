@@ -178,8 +178,8 @@ def build_args(pins: Pins, backend: str, base_image: str, llama_source: str = "c
         args["APT_EXTRA_SUITES"] = " ".join(b.apt_extra_suites)
     if b.runtime_apt_suites:
         args["RUNTIME_APT_SUITES"] = " ".join(b.runtime_apt_suites)
-    if b.apt_extra_suites or b.runtime_apt_suites:
-        args["DEBIAN_MIRROR"] = pins.debian.mirror
+    args["DEBIAN_MIRROR"] = pins.debian.mirror  # the online path replaces it with the dated snapshot
+    args["DEBIAN_SUITE"] = pins.debian.suite
     if b.runtime_base_image:
         args["RUNTIME_BASE_IMAGE"] = b.runtime_base_image
     if b.rocm_version:
