@@ -12,7 +12,7 @@ import pytest
 
 from toolbox.build.archive import bump_compose_text, bump_text, check_pins, compare_debian_versions
 from toolbox.build.pins import load_pins
-from toolbox.settings import load_settings
+from toolbox.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 GONE = "3.31.5-1"  # a cmake version trixie never had at this point release: "gone" for the test
@@ -65,7 +65,10 @@ def test_bump_sets_the_newest_version_and_says_what_changed(tmp_path):
     p = invoke("pins", "bump", pins_file=pins_file)
     assert p.returncode == 0 and f"cmake: {GONE} -> 3.31.6-2" in p.stdout, p.stdout + p.stderr
     text = pins_file.read_text()
-    assert GONE not in text and text == (REPO / "containers" / "pins.toml").read_text()  # back to the real pins, comments kept
+    real = load_pins(REPO / "containers" / "pins.toml").debian.snapshot
+    moved = load_pins(pins_file).debian.snapshot  # the bumped versions are today's: the snapshot moves to now
+    assert f"debian snapshot: {real} -> {moved}" in p.stdout and moved > real
+    assert GONE not in text and text.replace(moved, real) == (REPO / "containers" / "pins.toml").read_text()  # comments kept
     assert invoke("pins", "check", pins_file=pins_file).returncode == 0
 
 
@@ -95,10 +98,28 @@ def test_bump_keeps_the_file_s_layout():
 
 def test_the_snapshot_is_a_dated_archive_url(tmp_path):
     pins = load_pins(REPO / "containers" / "pins.toml")
-    assert pins.debian.snapshot_mirror == f"https://snapshot.debian.org/archive/debian/{pins.debian.snapshot}"
+    default = Settings.model_fields["debian_snapshot_url"].default
+    assert pins.debian.snapshot_mirror(default) == f"http://snapshot.debian.org/archive/debian/{pins.debian.snapshot}"
+    assert pins.debian.snapshot_mirror("http://127.0.0.1:9/archive/debian/{snapshot}/") == f"http://127.0.0.1:9/archive/debian/{pins.debian.snapshot}"
+    assert pins.debian.snapshot_mirror("") is None  # the setting emptied: the online path reads the mirror
     bad = tmp_path / "pins.toml"
     bad.write_text((REPO / "containers" / "pins.toml").read_text().replace(pins.debian.snapshot, "last tuesday"))
     from toolbox.errors import ToolboxError
 
     with pytest.raises(ToolboxError, match="debian.snapshot"):
         load_pins(bad)
+
+
+def test_check_snapshot_reads_the_dated_archive():
+    """`pins check --snapshot` reads the package lists under the snapshot's URL (the setting
+    debian_snapshot_url), here a loopback stand-in for snapshot.debian.org (tests/snapshot_proxy.py)."""
+    from snapshot_proxy import snapshot_proxy
+
+    pins = load_pins(REPO / "containers" / "pins.toml")
+    with snapshot_proxy(pins.debian.mirror, pins.debian.snapshot) as (url, seen):
+        env = os.environ | {"TOOLBOX_DEBIAN_SNAPSHOT_URL": url, "XDG_CACHE_HOME": str(Path(load_settings().cache_dir).parent)}
+        p = subprocess.run(["invoke", "pins", "check", "--snapshot"], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    want = f"/archive/debian/{pins.debian.snapshot}/dists/"
+    assert {s.split("/")[5] for s in seen if s.startswith(want)} == {"trixie", "sid", "experimental"}, seen
+    assert p.stdout.count(f"read {url.replace('{snapshot}', pins.debian.snapshot)}/dists/") == 3

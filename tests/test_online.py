@@ -1,7 +1,8 @@
 """The online path (what every user with internet takes), exercised on a machine without internet: a
 local registry (Debian's docker-registry, on loopback) holds the bootstrapped base under the name the
 pins give it, and a local HTTP server holds llama.cpp's source archive at GitHub's URL shape. The
-registry and the source URL come from settings (TOOLBOX_REGISTRY, TOOLBOX_LLAMA_SOURCE_URL)."""
+registry and the source URL come from settings (TOOLBOX_REGISTRY, TOOLBOX_LLAMA_SOURCE_URL); apt reads Debian's
+archive as of the pinned snapshot through a loopback stand-in for snapshot.debian.org (TOOLBOX_DEBIAN_SNAPSHOT_URL)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from snapshot_proxy import snapshot_proxy
 
 from toolbox.build.base import ensure_offline_base, from_registry
 from toolbox.build.images import build, one_build_at_a_time
@@ -117,23 +119,40 @@ def source_server(tmp_path_factory):
 
 
 def _version(client, image: str) -> str:
-    return client.containers.run(image, ["llama-bench", "--version"], remove=True, stderr=True).decode()
+    return _run(client, image, "llama-bench", "--version")
+
+
+@pytest.fixture(scope="module")
+def snapshot():
+    """snapshot.debian.org's URL shape on loopback (tests/snapshot_proxy.py, a FAKE forwarding to the live mirror)."""
+    with snapshot_proxy(PINS.debian.mirror, PINS.debian.snapshot) as proxy:
+        yield proxy
+
+
+def _run(client, image: str, *cmd: str) -> str:
+    return client.containers.run(image, list(cmd), remove=True, stderr=True).decode()
 
 
 @pytest.mark.parametrize("backend", ["cpu", "vulkan"])
-def test_online_build_from_the_local_registry_and_source_server(backend, registry, source_server, tmp_path):
+def test_online_build_from_the_local_registry_and_source_server(backend, registry, source_server, snapshot, tmp_path):
     host, _ = registry
     url, tree = source_server
-    settings = load_settings(registry=host, llama_source_url=f"{url}/ggml-org/llama.cpp")
+    snapshot_url, seen = snapshot
+    settings = load_settings(registry=host, llama_source_url=f"{url}/ggml-org/llama.cpp", debian_snapshot_url=snapshot_url)
     r = build(settings, backend, offline=False)
     client = docker.from_env()
+    dated = snapshot_url.replace("{snapshot}", PINS.debian.snapshot)
     try:
         log = r.log.read_text() if r.log else ""
         assert r.labels["org.opencontainers.image.base.name"] == f"{host}/debian:trixie-slim"
         if not r.up_to_date:  # the build fetched the archive from the server and checked its tree hash
             assert f"/archive/{PINS.llama_cpp.commit}.tar.gz" in log and "source-context" not in log
+            # apt read the pinned suite from the dated snapshot (pins that never rot), not from the live mirror
+            assert f"/archive/debian/{PINS.debian.snapshot}/dists/trixie/InRelease" in seen, seen[:20]
         assert tree_hash(tree) == PINS.llama_cpp.tree_sha256  # what the in-build check compared with
+        assert _run(client, r.tag, "cat", "/etc/apt/sources.list").split() == ["deb", dated, "trixie", "main"]
         offline = build(load_settings(offline=True), backend, offline=True)
+        assert _run(client, offline.tag, "cat", "/etc/apt/sources.list").split() == ["deb", PINS.debian.mirror, "trixie", "main"]
         assert _version(client, r.tag) == _version(client, offline.tag)  # same llama.cpp build info
         assert r.labels["org.strix-toolbox.llama-commit"] == offline.labels["org.strix-toolbox.llama-commit"]
     finally:

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     offline: bool = Field(False, description="build without registry or git: local Debian base, source from PyPI sdist")
     registry: str = Field("", description="registry the online path pulls pinned base images from; empty: as pinned (Docker Hub)")
     llama_source_url: str = Field("", description="online path: llama.cpp comes from <this>/archive/<commit>.tar.gz; empty: pinned repo")
+    debian_snapshot_url: str = Field(
+        "http://snapshot.debian.org/archive/debian/{snapshot}",
+        description="online path: apt reads Debian's archive as of the snapshot timestamp in pins.toml ({snapshot}), so pinned "
+        "versions are found after the next point release; `pins check --snapshot` reads it too; empty: the mirror in pins.toml",
+    )
     host_root: Path = Field(Path("/"), description="root for host reads (sysfs, procfs): tests point it at a recorded tree")
     group_timeout_s: float = Field(3600.0, description="timeout for one container (one group of cases)")
     peak_bandwidth_gbs: float = Field(256.0, description="memory bandwidth peak, GB/s (Strix Halo theoretical: 256)")

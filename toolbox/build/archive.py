@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from toolbox.build.pins import Pins
@@ -174,3 +175,13 @@ def proposed_bumps(states: list[PinState]) -> dict[tuple[str, str], str]:
         if s.newest and compare_debian_versions(s.newest, s.pinned) > 0:
             out.setdefault((s.package, s.pinned), s.newest)
     return out
+
+
+def bump_snapshot_text(text: str, old: str | None, when: datetime | None = None) -> tuple[str, str | None]:
+    """pins.toml with [debian] snapshot moved to `when` (now): bumped versions are in today's archive, not in
+    the old snapshot. snapshot.debian.org serves the newest import at or before a timestamp and imports the
+    archive every few hours, so `pins check --snapshot` confirms the new one a few hours later."""
+    if not old:
+        return text, None
+    new = (when or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    return re.sub(rf'^(snapshot\s*=\s*)"{re.escape(old)}"', rf'\g<1>"{new}"', text, count=1, flags=re.M), new

@@ -31,8 +31,20 @@ def from_registry(image: str | None, registry: str) -> str | None:
 def online_source(settings: Settings, pins: Pins) -> tuple[str, bool]:
     """(the URL the build fetches llama.cpp's archive under, whether the build needs the host's network for it)."""
     url = (settings.llama_source_url or pins.llama_cpp.repo).rstrip("/")
+    return url, _on_loopback(url)
+
+
+def online_mirror(settings: Settings, pins: Pins) -> tuple[str, bool]:
+    """(the Debian archive apt reads on the online path, whether the build needs the host's network for it):
+    the dated snapshot in pins.toml, so a build from these pins still works after the next point release;
+    the configured mirror when there is no snapshot or the setting is empty."""
+    url = pins.debian.snapshot_mirror(settings.debian_snapshot_url) or pins.debian.mirror
+    return url, _on_loopback(url)
+
+
+def _on_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
-    return url, host in ("localhost", "::1") or host.startswith("127.")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def ensure_offline_base(settings: Settings, pins: Pins, client, echo=print) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from toolbox.engine.client import docker_client, image_or_none
 from toolbox.engine.container import ContainerSpec, run_to_end
 from toolbox.errors import ToolboxError
-from toolbox.build.base import BASE_REPO, build_lock, ensure_offline_base, from_registry, online_source
+from toolbox.build.base import BASE_REPO, build_lock, ensure_offline_base, from_registry, online_mirror, online_source
 from toolbox.build.base import mkdir as _mkdir
 from toolbox.build.pins import LABEL_PREFIX, Pins, build_args, load_pins
 from toolbox.settings import Settings
@@ -171,8 +171,11 @@ def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
         raise ToolboxError(f"backend {backend!r} has no check_targets in containers/pins.toml", "build the full image instead (without --check)")
     args = build_args(pins, backend, base, "context" if tree is not None else "fetch")
     host_network = False
+    if not offline and b.offline_capable:  # Debian's archive as of the pinned snapshot (pins that never rot)
+        args["DEBIAN_MIRROR"], host_network = online_mirror(settings, pins)
     if tree is None:  # the online path: llama.cpp fetched by the build, the runtime base from the same registry
-        args["LLAMA_REPO"], host_network = online_source(settings, pins)
+        args["LLAMA_REPO"], source_local = online_source(settings, pins)
+        host_network = host_network or source_local
         if b.runtime_base_image:
             args["RUNTIME_BASE_IMAGE"] = from_registry(b.runtime_base_image, settings.registry)
 

@@ -39,10 +39,12 @@ class DebianPins(_Frozen):
     # snapshot.debian.org timestamp (YYYYMMDDTHHMMSSZ) at which every pinned version was in the archive
     snapshot: str | None = Field(None, pattern=r"^\d{8}T\d{6}Z$")
 
-    @property
-    def snapshot_mirror(self) -> str | None:
-        """The dated archive that keeps every pinned version after the live mirror dropped it."""
-        return f"https://snapshot.debian.org/archive/debian/{self.snapshot}" if self.snapshot else None
+    def snapshot_mirror(self, url_template: str) -> str | None:
+        """The dated archive that keeps every pinned version after the live mirror dropped it: the setting
+        debian_snapshot_url (snapshot.debian.org's URL shape, `{snapshot}` for the timestamp) filled in."""
+        if not (self.snapshot and url_template):
+            return None
+        return url_template.replace("{snapshot}", self.snapshot).rstrip("/")
 
 
 class VariantPins(_Frozen):
@@ -178,8 +180,9 @@ def build_args(pins: Pins, backend: str, base_image: str, llama_source: str = "c
         args["APT_EXTRA_SUITES"] = " ".join(b.apt_extra_suites)
     if b.runtime_apt_suites:
         args["RUNTIME_APT_SUITES"] = " ".join(b.runtime_apt_suites)
-    args["DEBIAN_MIRROR"] = pins.debian.mirror  # the online path replaces it with the dated snapshot
-    args["DEBIAN_SUITE"] = pins.debian.suite
+    if b.offline_capable:  # a Debian base: apt reads the mirror (the online path: the dated snapshot instead)
+        args["DEBIAN_MIRROR"] = pins.debian.mirror
+        args["DEBIAN_SUITE"] = pins.debian.suite
     if b.runtime_base_image:
         args["RUNTIME_BASE_IMAGE"] = b.runtime_base_image
     if b.rocm_version:

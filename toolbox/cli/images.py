@@ -140,7 +140,7 @@ def pins(c, action, source=None, dry_run=False, snapshot=False):
     p = load_pins(s.pins_file)
     if snapshot and not p.debian.snapshot:
         raise Exit("pins.toml [debian] has no snapshot timestamp: add one (docs/pins.md)", 2)
-    states, sources = archive.check_pins(p, s.cache_dir, p.debian.snapshot_mirror if snapshot else None)
+    states, sources = archive.check_pins(p, s.cache_dir, p.debian.snapshot_mirror(s.debian_snapshot_url) if snapshot else None)
     for src in sources:
         print(f"read {src}")
     gone = [st for st in states if st.suite is None]
@@ -156,6 +156,11 @@ def pins(c, action, source=None, dry_run=False, snapshot=False):
     new_text = archive.bump_text(text, changes)
     for (package, old), new in sorted(changes.items()):
         print(f"{package}: {old} -> {new}")
+    if changes:
+        new_text, when = archive.bump_snapshot_text(new_text, p.debian.snapshot)
+        if when:
+            print(f"debian snapshot: {p.debian.snapshot} -> {when} (the bumped versions are in today's archive; "
+                  "snapshot.debian.org has them within hours: `invoke pins check --snapshot`)")
     new_hash = p.llama_cpp.tree_sha256
     if source:
         from toolbox.build.source import source_tree, tree_hash
