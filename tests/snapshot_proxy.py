@@ -26,7 +26,7 @@ def snapshot_proxy(mirror: str, timestamp: str):
                 self.send_error(404, "not a path of this snapshot")
                 return
             try:
-                with urllib.request.urlopen(f"{mirror.rstrip('/')}/{self.path[len(prefix):]}", timeout=120) as resp:
+                with urllib.request.urlopen(f"{mirror.rstrip('/')}/{self.path[len(prefix) :]}", timeout=120) as resp:
                     self.send_response(200)
                     self.send_header("Content-Length", resp.headers.get("Content-Length", "0"))
                     self.end_headers()

@@ -100,7 +100,10 @@ def test_the_snapshot_is_a_dated_archive_url(tmp_path):
     pins = load_pins(REPO / "containers" / "pins.toml")
     default = Settings.model_fields["debian_snapshot_url"].default
     assert pins.debian.snapshot_mirror(default) == f"http://snapshot.debian.org/archive/debian/{pins.debian.snapshot}"
-    assert pins.debian.snapshot_mirror("http://127.0.0.1:9/archive/debian/{snapshot}/") == f"http://127.0.0.1:9/archive/debian/{pins.debian.snapshot}"
+    assert (
+        pins.debian.snapshot_mirror("http://127.0.0.1:9/archive/debian/{snapshot}/")
+        == f"http://127.0.0.1:9/archive/debian/{pins.debian.snapshot}"
+    )
     assert pins.debian.snapshot_mirror("") is None  # the setting emptied: the online path reads the mirror
     bad = tmp_path / "pins.toml"
     bad.write_text((REPO / "containers" / "pins.toml").read_text().replace(pins.debian.snapshot, "last tuesday"))

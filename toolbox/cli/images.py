@@ -159,8 +159,10 @@ def pins(c, action, source=None, dry_run=False, snapshot=False):
     if changes:
         new_text, when = archive.bump_snapshot_text(new_text, p.debian.snapshot)
         if when:
-            print(f"debian snapshot: {p.debian.snapshot} -> {when} (the bumped versions are in today's archive; "
-                  "snapshot.debian.org has them within hours: `invoke pins check --snapshot`)")
+            print(
+                f"debian snapshot: {p.debian.snapshot} -> {when} (the bumped versions are in today's archive; "
+                "snapshot.debian.org has them within hours: `invoke pins check --snapshot`)"
+            )
     new_hash = p.llama_cpp.tree_sha256
     if source:
         from toolbox.build.source import source_tree, tree_hash
