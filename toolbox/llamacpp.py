@@ -245,6 +245,21 @@ def row_fa_fallback(row: dict, log_text: str, cmake_flags=None) -> bool | None:
 # The toolbox's backends: an image flavour each (containers/pins.toml [backends.*]).
 BACKENDS = ("rocm", "vulkan", "cpu")
 
+# A side build (invoke build BACKEND --source PATH with another tree than the pin) reports no git commit:
+# its build_commit is "tree-" and the first 12 hex digits of its tree hash, its build_number 0 (docs/pins.md).
+SIDE_BUILD_PREFIX = "tree-"
+
+
+def build_text(commit, number) -> str:
+    """How tables name a llama.cpp build: '0c1e5709 (b11312)', or 'tree-3f2a9c1b7d40 (side tree)' for a side build."""
+    if not commit:
+        return "—"
+    commit = str(commit)
+    if commit.startswith(SIDE_BUILD_PREFIX):
+        return f"{commit[:17]} (side tree)"
+    return commit[:9] + (f" (b{number})" if number else "")
+
+
 # --- the serving tools ------------------------------------------------------------------------------
 
 # llama-bench parameter -> the flag llama-server and llama-cli (common arguments) take for the same

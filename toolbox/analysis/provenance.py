@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from toolbox.llamacpp import SIDE_BUILD_PREFIX
+
 MAX_SOURCES = 5  # an imported run lists up to this many source files by name
 
 HOST_PARAM_PREFIXES = ("iommu", "amd_iommu", "ttm.", "amdttm.", "amdgpu.", "transparent_hugepage", "mitigations")
@@ -31,7 +33,9 @@ def provenance(meta: dict, rows: list[dict]) -> list[tuple[str, str]]:
     add("matrix", _get(meta, "matrix", "name"))
     commits = sorted(
         {
-            f"{r.get('build_commit')}" + (f" (b{r.get('build_number')})" if r.get("build_number") else "")
+            f"{r.get('build_commit')}"
+            + (f" (b{r.get('build_number')})" if r.get("build_number") else "")
+            + (" (a side tree, not the pinned build)" if str(r.get("build_commit")).startswith(SIDE_BUILD_PREFIX) else "")
             for r in rows
             if r.get("build_commit")
         }

@@ -31,6 +31,10 @@ def pick_backends(backends: list[str], built: Callable[[str], str | None]) -> tu
 
 def build_hint(backend: str, build_flag: bool = True) -> str:
     """How to get a missing image: one command (it builds offline by itself when no registry answers)."""
+    from toolbox.build.side import side_hint, split_name
+
+    if split_name(backend)[1]:
+        return side_hint(backend)
     command = "invoke build " + backend.replace(":", " --variant ")
     also = ", or add --build" if build_flag else ""
     if backend == "rocm":

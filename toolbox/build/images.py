@@ -26,6 +26,7 @@ from toolbox.engine.container import ContainerSpec, run_to_end
 from toolbox.errors import ToolboxError
 from toolbox.build.base import BASE_REPO, build_lock, ensure_offline_base, from_registry, online_mirror, online_source
 from toolbox.build.base import mkdir as _mkdir
+from toolbox.build import side as sd
 from toolbox.build.pins import LABEL_PREFIX, Pins, build_args, load_pins
 from toolbox.settings import Settings
 
@@ -72,18 +73,22 @@ def image_pins(b) -> dict:
     return {k: v for k, v in dump.items() if not (k in ("variant", "runtime_apt_suites") and not v)}
 
 
-def inputs_hash(settings: Settings, pins: Pins, backend: str, base_identity: str) -> str:
-    """Everything an image is built from, hashed: a change anywhere gives a new tag."""
+def inputs_hash(settings: Settings, pins: Pins, backend: str, base_identity: str, tree: str | None = None) -> str:
+    """Everything an image is built from, hashed: a change anywhere gives a new tag. tree: a side variant's tree hash."""
     b = pins.backend(backend)
     h = hashlib.sha256()
-    h.update(json.dumps({"llama": pins.llama_cpp.model_dump(), "backend": image_pins(b), "base": base_identity, "format": IMAGE_FORMAT}, sort_keys=True).encode())
+    inputs = {"llama": pins.llama_cpp.model_dump(), "backend": image_pins(b), "base": base_identity, "format": IMAGE_FORMAT}
+    h.update(json.dumps(inputs | ({"side_tree": tree} if tree else {}), sort_keys=True).encode())
     containers = settings.containers_dir
     _hash_files(h, [containers / b.dockerfile, *sorted((containers / "common").iterdir())])
     return h.hexdigest()
 
 
 def image_tag(pins: Pins, backend: str, digest: str) -> str:
-    """strix-toolbox/llama-vulkan:b11312-<inputs>; a variant's repository carries its name (llama-vulkan-mesa-sid)."""
+    """strix-toolbox/llama-vulkan:b11312-<inputs>; a variant's repository carries its name (llama-vulkan-mesa-sid),
+    a side variant's its tree (llama-cpu-src-<tree12>:<inputs>)."""
+    if sd.split_name(backend)[1]:
+        return sd.side_tag(backend, digest)
     return f"{IMAGE_REPO.format(backend=backend.replace(':', '-'))}:b{pins.llama_cpp.build_number}-{digest[:12]}"
 
 
@@ -101,7 +106,12 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
     from toolbox.build import source as src
 
     pins = load_pins(settings.pins_file)
+    if sd.split_name(backend)[1]:
+        raise ToolboxError(f"{backend!r} is the name of a side variant: it is built from its tree", f"invoke build {sd.split_name(backend)[0]} --source PATH")
     b = pins.backend(backend)
+    # --source first, before Docker is asked anything: a wrong path is one line even when the image is up to date;
+    # a tree that is not the pinned one builds a side variant (toolbox.build.side), named by its tree hash.
+    tree, side = src.given_source(source, pins, settings.cache_dir) if source is not None else (None, None)
     offline = settings.offline if offline is None and settings.offline else offline
     client = docker_client()
     _require_buildx()
@@ -120,16 +130,15 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
         base_identity = base
 
     # Source: context (offline: sdist or --source) or fetched by the build itself at the pinned commit.
-    # Verified before anything else, so a wrong --source is an error even when the image is up to date.
-    if source is not None:
-        tree = src.local_source(source, pins, settings.cache_dir)
-    elif offline:
+    if tree is None and offline:
         tree = src.sdist_source(pins, settings.cache_dir)
-    else:
-        tree = None
 
-    digest = inputs_hash(settings, pins, backend, base_identity)
-    job = _BuildJob(settings, pins, backend, client, image_tag(pins, backend, digest), digest, base, tree, offline, echo, t0)
+    if side is not None:
+        backend = sd.side_name(backend, side.tree_sha256)
+        echo(f"{side.origin} is not the pinned llama.cpp tree (tree hash {side.tree_sha256[:12]}, pinned {side.pinned_sha256[:12]}): "
+             f"building the side variant {backend}")
+    digest = inputs_hash(settings, pins, backend, base_identity, side.tree_sha256 if side else None)
+    job = _BuildJob(settings, pins, backend, client, image_tag(pins, backend, digest), digest, base, tree, offline, echo, t0, side)
     with build_lock(settings, job.tag):  # a second `invoke build` of the same image waits, then finds it up to date
         return _build_locked(job, check=check, force=force)
 
@@ -158,6 +167,7 @@ class _BuildJob:
     offline: bool
     echo: object
     t0: float
+    side: sd.SideSource | None = None  # llama.cpp from another tree than the pin: a side variant
 
 
 def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
@@ -169,7 +179,7 @@ def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
         return BuildResult(backend, tag, True, time.monotonic() - t0, existing.labels, existing.attrs.get("Size", 0))
     if check and not b.check_targets:
         raise ToolboxError(f"backend {backend!r} has no check_targets in containers/pins.toml", "build the full image instead (without --check)")
-    args = build_args(pins, backend, base, "context" if tree is not None else "fetch")
+    args = build_args(pins, backend, base, "context" if tree is not None else "fetch") | (sd.side_build_args(job.side.tree_sha256) if job.side else {})
     host_network = False
     if not offline and b.offline_capable:  # Debian's archive as of the pinned snapshot (pins that never rot)
         args["DEBIAN_MIRROR"], host_network = online_mirror(settings, pins)
@@ -209,7 +219,8 @@ def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
         return BuildResult(backend, "", False, time.monotonic() - t0, {}, 0, log, report)
 
     try:
-        labels = _verify_and_label(client, unverified, tag, backend, echo, _base_digest(client, base))
+        more = sd.side_labels(backend, job.side) if job.side else sd.pinned_labels(pins.llama_cpp.tree_sha256)
+        labels = _verify_and_label(client, unverified, tag, backend, echo, _base_digest(client, base), more)
     finally:
         _untag(client, unverified)
     image = client.images.get(tag)
@@ -286,7 +297,7 @@ def _base_digest(client, base: str) -> str:
     return (image.attrs.get("RepoDigests") or [image.id])[0]
 
 
-def _verify_and_label(client, unverified: str, tag: str, backend: str, echo, base_digest: str = "") -> dict:
+def _verify_and_label(client, unverified: str, tag: str, backend: str, echo, base_digest: str = "", more: dict | None = None) -> dict:
     """Smoke-check the image, read what is really installed, and give it its final tag with labels."""
     smoke = run_to_end(client, ContainerSpec(unverified, ["llama-bench", "--list-devices"]), timeout_s=300)
     recorded = run_to_end(client, ContainerSpec(unverified, ["cat", "/opt/llama/versions.json"]), timeout_s=60)
@@ -300,8 +311,9 @@ def _verify_and_label(client, unverified: str, tag: str, backend: str, echo, bas
     out = smoke.stdout + smoke.stderr
     echo(out.strip())
     labels = {f"{LABEL_PREFIX}.installed.{pkg}": ver for pkg, ver in versions.items()}
-    labels[f"{LABEL_PREFIX}.image"] = backend  # the pinned image it was built as: vulkan, vulkan:mesa-sid, rocm-debian
-    labels[f"{LABEL_PREFIX}.variant"] = backend.partition(":")[2] or "default"
+    labels[f"{LABEL_PREFIX}.image"] = backend  # the image it was built as: vulkan, vulkan:mesa-sid, rocm-debian, cpu@<tree12>
+    labels[f"{LABEL_PREFIX}.variant"] = sd.split_name(backend)[0].partition(":")[2] or "default"
+    labels.update(more or {})
     if "mesa-vulkan-drivers" in versions:
         labels[f"{LABEL_PREFIX}.mesa-version"] = versions["mesa-vulkan-drivers"]
     rocm = versions.get("rocm-core") or versions.get("librocblas5") or versions.get("libamdhip64-6")
@@ -329,8 +341,9 @@ def find_image(settings: Settings, backend: str, client=None) -> str | None:
     offline_base = image_or_none(client, f"{BASE_REPO}:debian-{pins.debian.suite}")
     if offline_base is not None:
         identities.append(offline_base.id)
-    for identity in identities:
-        tag = image_tag(pins, backend, inputs_hash(settings, pins, backend, identity))
+    trees = sd.built_trees(client, backend) if sd.split_name(backend)[1] else [None]  # a side variant: the trees built
+    for identity, tree in ((i, t) for i in identities for t in trees):
+        tag = image_tag(pins, backend, inputs_hash(settings, pins, backend, identity, tree))
         image = image_or_none(client, tag)
         if image is not None and image.labels.get(f"{LABEL_PREFIX}.verified"):
             return tag
@@ -345,16 +358,19 @@ def image_info(client, ref: str) -> dict:
 
 
 def list_images(settings: Settings) -> list[dict]:
+    """Every toolbox image here (side variants too), newest first; `current`: what bench uses for its name."""
     client = docker_client()
     pins = load_pins(settings.pins_file)
-    current = {find_image(settings, b, client) for b in pins.image_names()}
+    found = client.images.list(filters={"label": f"{LABEL_PREFIX}.backend"})
+    sides = {i.labels.get(f"{LABEL_PREFIX}.image") for i in found if i.labels.get(f"{LABEL_PREFIX}.llama-source") == "side"}
+    current = {find_image(settings, b, client) for b in [*pins.image_names(), *sorted(sides - {None})]}
     rows = []
-    for image in client.images.list(filters={"label": f"{LABEL_PREFIX}.backend"}):
+    for image in found:
         labels = image.labels
         for t in image.tags or ["<untagged>"]:
             rows.append({
                 "tag": t, "backend": labels.get(f"{LABEL_PREFIX}.backend"), "image": labels.get(f"{LABEL_PREFIX}.image"),
-                "llama_commit": labels.get(f"{LABEL_PREFIX}.llama-commit", "")[:12],
+                "llama_commit": labels.get(f"{LABEL_PREFIX}.llama-commit", ""), "side": labels.get(f"{LABEL_PREFIX}.llama-source") == "side",
                 "build_number": labels.get(f"{LABEL_PREFIX}.llama-build-number"),
                 "mesa": labels.get(f"{LABEL_PREFIX}.mesa-version"), "rocm": labels.get(f"{LABEL_PREFIX}.rocm-version"),
                 "verified": labels.get(f"{LABEL_PREFIX}.verified"), "size_mb": round(image.attrs.get("Size", 0) / 1e6),
@@ -387,7 +403,7 @@ def find_images(settings, client, backends: list[str], build_missing: bool = Fal
     for b in backends:
         tag = find_image(settings, b, client)
         if tag is None:
-            if not build_missing:
+            if not build_missing or sd.split_name(b)[1]:  # a side variant: --build cannot make it, only its tree can
                 raise ToolboxError(f"no {b} image built from the current pins", build_hint(b))
             tag = build(settings, b).tag
         images[b] = tag

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from toolbox.build.side import split_name
 from toolbox.errors import ToolboxError
 
 LABEL_PREFIX = "org.strix-toolbox"
@@ -89,7 +90,9 @@ class Pins(_Frozen):
     backends: dict[str, BackendPins]
 
     def backend(self, name: str) -> BackendPins:
-        """A backend's pins, or a variant's (`vulkan:mesa-sid`): the backend's with the variant merged over them."""
+        """A backend's pins, or a variant's (`vulkan:mesa-sid`): the backend's with the variant merged over them.
+        A side variant (`cpu@3f2a9c1b7d40`: llama.cpp from another tree) has the pins of the image it is built as."""
+        name = split_name(name)[0]
         base, _, variant = name.partition(":")
         try:
             b = self.backends[base]
@@ -113,14 +116,15 @@ class Pins(_Frozen):
         )
 
     def runs_on(self, name: str) -> str:
-        """The backend whose devices an image runs on: vulkan:mesa-sid -> vulkan, rocm-debian -> rocm."""
-        return self.backend(name).variant_of or name.partition(":")[0]
+        """The backend whose devices an image runs on: vulkan:mesa-sid -> vulkan, rocm-debian -> rocm, cpu@<tree12> -> cpu."""
+        return self.backend(name).variant_of or split_name(name)[0].partition(":")[0]
 
     def check_image_names(self, names: list[str], also: tuple[str, ...] = ()) -> None:
-        """A one-line error for a name that is neither an image the pins describe nor one of `also`."""
+        """A one-line error for a name that is neither an image the pins describe (or a side variant of one:
+        `cpu@3f2a9c1b7d40`; whether it is built is found later) nor one of `also`."""
         known = self.image_names()
         for name in names:
-            if name not in known and name not in also:
+            if split_name(name)[0] not in known and name not in also:
                 raise ToolboxError(f"unknown backend or image {name!r}", f"choose {', '.join(dict.fromkeys([*also, *known]))}")
 
     def image_names(self) -> list[str]:
@@ -147,8 +151,10 @@ def load_pins(path: Path) -> Pins:
 
 
 def image_versions(labels: dict) -> dict:
-    """What a row's number depends on in its image beyond llama.cpp: the image name, its variant, Mesa, ROCm (from its labels)."""
-    keys = {"image": "image", "variant": "variant", "mesa": "mesa-version", "rocm": "rocm-version"}
+    """What a row's number depends on in its image beyond the pins: the image name, its variant, Mesa, ROCm, and whose
+    llama.cpp tree it is (llama_source pinned or side, llama_tree its hash; images built before these labels have neither)."""
+    keys = {"image": "image", "variant": "variant", "mesa": "mesa-version", "rocm": "rocm-version",
+            "llama_source": "llama-source", "llama_tree": "llama-tree-sha256"}  # pinned or side, and which tree
     return {k: labels[f"{LABEL_PREFIX}.{v}"] for k, v in keys.items() if labels.get(f"{LABEL_PREFIX}.{v}")}
 
 
@@ -162,7 +168,7 @@ def build_args(pins: Pins, backend: str, base_image: str, llama_source: str = "c
     b = pins.backend(backend)
     llama = pins.llama_cpp
     args = {
-        "BACKEND": backend.partition(":")[0],
+        "BACKEND": backend.partition(":")[0].partition("@")[0],
         "BASE_IMAGE": base_image,
         "LLAMA_SOURCE": llama_source,
         "LLAMA_REPO": llama.repo,

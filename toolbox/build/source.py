@@ -1,5 +1,6 @@
 """llama.cpp source for offline builds: a local directory or tarball, or llama-cpp-python's sdist
-from PyPI (which vendors llama.cpp at the pinned commit). Every tree is verified against the pin."""
+from PyPI (which vendors llama.cpp at the pinned commit). The sdist is verified against the pin; a
+--source tree is the pinned one or a side tree (toolbox.build.side), told apart by its tree hash."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from toolbox.errors import ToolboxError
 from toolbox.build.pins import Pins
+from toolbox.build.side import SideSource, origin_of
 from toolbox.files import sha256_file
 
 # The files the benchmark tools are built from; containers/common/tree-hash.sh hashes the same set.
@@ -80,9 +82,15 @@ def source_tree(path: Path, cache_dir: Path) -> Path:
     return tree
 
 
-def local_source(path: Path, pins: Pins, cache_dir: Path) -> Path:
-    """A directory or tarball given with --source, verified against the pin; tarballs are unpacked once."""
-    return verify_tree(source_tree(path, cache_dir), pins, f"--source {Path(path).expanduser()}")
+def given_source(path: Path, pins: Pins, cache_dir: Path) -> tuple[Path, SideSource | None]:
+    """A directory or tarball given with --source (tarballs unpacked once): (its tree, None) when it is the
+    pinned tree, else (its tree, the side tree with its hash and where it came from)."""
+    tree = source_tree(path, cache_dir)
+    got = tree_hash(tree)
+    if got == pins.llama_cpp.tree_sha256:
+        return tree, None
+    path = Path(path).expanduser()
+    return tree, SideSource(tree, got, origin_of(path, None if path.is_dir() else sha256_file(path)), pins.llama_cpp.tree_sha256)
 
 
 def _unpack(tarball: Path, dest: Path) -> Path | None:

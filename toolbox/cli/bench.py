@@ -129,6 +129,7 @@ def bench(
         for name, desc in preset_descriptions().items():
             out.print(f"[bold]{name:10}[/bold] {desc}")
         return
+    from toolbox.llamacpp import build_text
     from toolbox.quality import gate
     from toolbox.run import bench as run_bench
 
@@ -176,8 +177,9 @@ def bench(
     for note in summary_notes(rows, s.unstable_spread):
         out.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
     for b, row in {row["backend"]: row for row in r.rows if row.get("build_commit")}.items():
+        llama = build_text(row["build_commit"], row["build_number"])
         out.print(
-            f"{b}: llama.cpp {row['build_commit']} (b{row['build_number']}), image {row['image']} ({(row['image_digest'] or '')[:19]})",
+            f"{b}: llama.cpp {llama}, image {row['image']} ({(row['image_digest'] or '')[:19]})",
             markup=False,
         )
     out.print(

@@ -11,13 +11,15 @@ from toolbox.cli import flags as f
 
 def _backend_names(text: str) -> None:
     from toolbox.build.pins import load_pins
+    from toolbox.build.side import split_name
     from toolbox.errors import ToolboxError
     from toolbox.llamacpp import BACKENDS
 
     images = [n for n in load_pins(settings().pins_file).image_names() if n not in BACKENDS]  # variants: vulkan:mesa-sid, rocm-debian
     for b in comma_list(text):
-        if b not in (*BACKENDS, *images, "auto"):
-            raise ToolboxError(f"unknown backend {b!r}", f"choose {', '.join(BACKENDS)}, an image ({', '.join(images)}), a list, or auto")
+        if split_name(b)[0] not in (*BACKENDS, *images) and b != "auto":  # IMAGE@<tree12>: a side variant of one
+            images_text = f"an image ({', '.join(images)}), a side variant IMAGE@TREE"
+            raise ToolboxError(f"unknown backend {b!r}", f"choose {', '.join(BACKENDS)}, {images_text}, a list, or auto")
 
 
 def _model(path: str) -> None:
@@ -43,7 +45,8 @@ def _writable(path: str) -> None:
 # Flags several tasks take, declared once.
 FLAGS = {
     "backend": f.Text(
-        "rocm, vulkan, cpu, an image of containers/pins.toml (rocm-debian, vulkan:mesa-sid), a comma list, or auto (rocm if "
+        "rocm, vulkan, cpu, an image of containers/pins.toml (rocm-debian, vulkan:mesa-sid), a side variant (cpu@<tree12>), "
+        "a comma list, or auto (rocm if "
         "/dev/kfd and a ROCm image exist, else vulkan with a GPU render node, else cpu); rocm uses the rocm image, else rocm-debian",
         placeholder="BACKEND",
         check=_backend_names,

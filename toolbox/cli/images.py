@@ -51,7 +51,11 @@ def _source(path: str) -> None:
     offline=f.Switch(
         "no registry, no git: base bootstrapped from Debian's archive, llama.cpp from --source or PyPI's llama-cpp-python sdist"
     ),
-    source=f.Path("llama.cpp source: a directory or tarball (verified against the pinned tree hash)", check=_source),
+    source=f.Path(
+        "llama.cpp source: a directory, tarball or sdist; the pinned tree builds the pinned image, any other tree a side "
+        "variant named IMAGE@<tree hash> (docs/pins.md)",
+        check=_source,
+    ),
     force=f.Switch("rebuild even if an image with the same inputs exists"),
     check=f.Switch("only configure with the pinned flags and compile a few units (the HIP check CI runs without a GPU)"),
 )
@@ -59,6 +63,7 @@ def build(c, backend, variant=None, offline=False, source=None, force=False, che
     """Build the pinned llama.cpp image for one backend or variant (answers 'up to date' if nothing changed)."""
     from toolbox.build.images import build as build_image
     from toolbox.build.pins import load_pins
+    from toolbox.llamacpp import build_text
 
     if variant:
         backend = f"{backend}:{variant}"
@@ -69,10 +74,11 @@ def build(c, backend, variant=None, offline=False, source=None, force=False, che
         print(f"its output: {r.check_report}")
         return
     state = "up to date" if r.up_to_date else f"built in {r.seconds:.0f} s"
-    print(
-        f"{r.tag}: {state}, {r.size_bytes / 1e6:.0f} MB, llama.cpp {r.labels.get('org.strix-toolbox.llama-commit', '?')[:12]} "
-        f"(b{r.labels.get('org.strix-toolbox.llama-build-number', '?')})"
-    )
+    labels = r.labels
+    llama = build_text(labels.get("org.strix-toolbox.llama-commit", "?"), labels.get("org.strix-toolbox.llama-build-number", "?"))
+    print(f"{r.tag}: {state}, {r.size_bytes / 1e6:.0f} MB, llama.cpp {llama}")
+    if labels.get("org.strix-toolbox.llama-source") == "side":
+        print(f"a side variant: use it as {r.backend} (a matrix's images = [...], or --backend {r.backend})")
 
 
 @f.command()
@@ -81,6 +87,7 @@ def images(c):
     from rich.table import Table
 
     from toolbox.build.images import list_images, pinned_images
+    from toolbox.llamacpp import build_text
 
     pinned = Table(title="pinned images (invoke build BACKEND [--variant NAME]; a matrix's images = [...])")
     for name in ("image", "runs on", "mesa", "rocm", "offline", "built as", "what"):
@@ -100,7 +107,7 @@ def images(c):
     if not rows:
         print("no toolbox images yet: invoke build cpu (it builds offline by itself when no registry answers)")
         return
-    table = Table(caption="*: built from the current pins (what invoke bench uses)")
+    table = Table(caption="*: built from the current pins (what invoke bench uses); IMAGE@TREE: a side variant (invoke build --source)")
     table.add_column("tag", no_wrap=True)
     for name in ("image", "llama.cpp", "mesa", "rocm", "MB", "created"):
         table.add_column(name, overflow="fold")
@@ -108,7 +115,7 @@ def images(c):
         table.add_row(
             r["tag"] + (" *" if r["current"] else ""),
             r["image"] or r["backend"],
-            f"{r['llama_commit'][:8]} b{r['build_number']}",
+            build_text(r["llama_commit"], r["build_number"]),
             r["mesa"] or "",
             r["rocm"] or "",
             str(r["size_mb"]),

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 
-from toolbox.llamacpp import parse_test
+from toolbox.llamacpp import SIDE_BUILD_PREFIX, parse_test
 from toolbox.parse.values import MD_COLUMNS, MD_SPECIAL, convert, parse_bytes, parse_count
 
-_FOOTER = re.compile(r"^\s*build:\s*([0-9a-fA-F]{6,40})\s+\((\d+)\)\s*$")
+# "build: 0c1e5709 (11312)"; a side build (another tree than the pin) says "build: tree-3f2a9c1b7d40 (0)"
+_FOOTER = re.compile(rf"^\s*build:\s*((?:{SIDE_BUILD_PREFIX})?[0-9a-fA-F]{{6,40}})\s+\((\d+)\)\s*$")
 _TS = re.compile(r"^\s*([0-9.eE+-]+|nan|inf)\s*(?:±|\+/-|\+-|Â±|\?)\s*([0-9.eE+-]+|nan|inf)\s*$")
 
 

@@ -31,7 +31,7 @@ from toolbox.engine.devices import device_setup, devices_in_log, log_device_ok
 from toolbox.engine.server import Server, check_port_free, free_port, start_server
 from toolbox.errors import ToolboxError
 from toolbox.files import now_iso
-from toolbox.llamacpp import SERVE_FLAGS, SERVER_PORT, server_args
+from toolbox.llamacpp import SERVE_FLAGS, SERVER_PORT, SIDE_BUILD_PREFIX, server_args
 from toolbox.run import loadgen
 from toolbox.run import serve_stats as st
 from toolbox.run.serve_matrix import Level, ServeConfig, ServePlan, expand, load_serve_matrix
@@ -279,7 +279,7 @@ def _server_facts(server: Server, config: ServeConfig, target: str) -> dict:
         props = httpx.get(f"{server.url}/props", timeout=10).json()
     except (httpx.HTTPError, ValueError):
         props = {}
-    m = re.match(r"b(\d+)-([0-9a-f]+)", str(props.get("build_info", "")))
+    m = re.match(rf"b(\d+)-((?:{SIDE_BUILD_PREFIX})?[0-9a-f]+)", str(props.get("build_info", "")))  # b0-tree-<tree12>: a side build
     devices = devices_in_log(server.log_path.read_text(errors="replace")) if server.log_path.exists() else []
     return {
         "build_number": int(m.group(1)) if m else None,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from toolbox.analysis.answer import tokens_per_joule
 from toolbox.analysis.identity import IDENTITY_FIELDS, SHAPE_FIELDS, Collected, fmt_value
+from toolbox.llamacpp import build_text
 
 SITE_VERSION = 1  # bump when pages change shape: every run page is rebuilt
 RUN_FILES = ("run.json", "rows.jsonl", "quality.jsonl")
@@ -53,10 +54,7 @@ def campaign_of(meta: dict) -> str | None:
 
 
 def build_of(row: dict) -> str:
-    commit, number = row.get("build_commit"), row.get("build_number")
-    if not commit:
-        return "—"
-    return f"{str(commit)[:9]}" + (f" (b{number})" if number else "")
+    return build_text(row.get("build_commit"), row.get("build_number"))
 
 
 def config_key(ident: dict) -> str:
