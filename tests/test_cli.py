@@ -37,14 +37,14 @@ def walk_cases():
     blocker = "/etc/hostname/sub"  # under a regular file: can never be created
     free = {  # wrong values for flags whose type alone cannot be wrong: the package's own rules
         ("bench", "matrix"): ["nonsense"],
-        ("bench", "backend"): ["nonsense", "cpu,nonsense"],
+        ("bench", "backend"): ["nonsense", "cpu,nonsense", "cpu@nothex", "metal@3f2a9c1b7d40"],
         ("bench", "model"): ["/nonexistent.gguf"],
         ("bench", "resume"): ["nonexistent"],
         ("check", "backend"): ["nonsense"],
         ("check", "model"): ["/nonexistent.gguf"],
         ("check", "kv"): ["bogus/x/y/z", "q8_0/q8_0/sometimes"],
         ("check", "reference"): ["/nonexistent.gguf"],
-        ("build", "backend"): ["nonsense"],
+        ("build", "backend"): ["nonsense", "cpu@3f2a9c1b7d40"],  # a side variant is built from its tree (--source)
         ("build", "source"): ["/nonexistent"],
         ("build", "variant"): ["nonsense"],
         ("pins", "source"): ["/nonexistent"],

@@ -23,7 +23,7 @@ from toolbox.build.images import image_tag, inputs_hash
 from toolbox.build.pins import build_args, image_versions, load_pins
 from toolbox.build.source import given_source, tree_hash
 from toolbox.errors import ToolboxError
-from toolbox.llamacpp import build_text
+from toolbox.llamacpp import build_text, parse_build_info
 from toolbox.parse import parse, rows_of
 from toolbox.quality.gate import row_not_counted
 from toolbox.run.bench import resolve_backends
@@ -94,6 +94,8 @@ def test_a_side_build_reports_its_tree_not_the_pinned_commit():
     assert args["LLAMA_TREE_SHA256"] == TREE and args["CMAKE_FLAGS"] == " ".join(PINS.backend("cpu").cmake_flags)
     assert build_text(f"tree-{TREE[:12]}", 0) == f"tree-{TREE[:12]} (side tree)"
     assert build_text("0c1e5709", 11312) == "0c1e5709 (b11312)"
+    assert parse_build_info(f"b0-tree-{TREE[:12]}") == (0, f"tree-{TREE[:12]}")  # llama-server's /props build_info
+    assert parse_build_info("b11312-0c1e5709") == (11312, "0c1e5709") and parse_build_info(None) == (None, None)
 
 
 def test_side_labels_say_which_tree_from_where_and_not_the_pinned_one(tmp_path):

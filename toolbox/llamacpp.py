@@ -260,6 +260,12 @@ def build_text(commit, number) -> str:
     return commit[:9] + (f" (b{number})" if number else "")
 
 
+def parse_build_info(text) -> tuple[int | None, str | None]:
+    """llama-server's build_info ('b11312-0c1e5709'; a side build 'b0-tree-3f2a9c1b7d40') -> (build_number, build_commit)."""
+    m = re.match(rf"b(\d+)-((?:{SIDE_BUILD_PREFIX})?[0-9a-f]+)", str(text or ""))
+    return (int(m.group(1)), m.group(2)) if m else (None, None)
+
+
 # --- the serving tools ------------------------------------------------------------------------------
 
 # llama-bench parameter -> the flag llama-server and llama-cli (common arguments) take for the same

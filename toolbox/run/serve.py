@@ -31,7 +31,7 @@ from toolbox.engine.devices import device_setup, devices_in_log, log_device_ok
 from toolbox.engine.server import Server, check_port_free, free_port, start_server
 from toolbox.errors import ToolboxError
 from toolbox.files import now_iso
-from toolbox.llamacpp import SERVE_FLAGS, SERVER_PORT, SIDE_BUILD_PREFIX, server_args
+from toolbox.llamacpp import SERVE_FLAGS, SERVER_PORT, parse_build_info, server_args
 from toolbox.run import loadgen
 from toolbox.run import serve_stats as st
 from toolbox.run.serve_matrix import Level, ServeConfig, ServePlan, expand, load_serve_matrix
@@ -279,11 +279,11 @@ def _server_facts(server: Server, config: ServeConfig, target: str) -> dict:
         props = httpx.get(f"{server.url}/props", timeout=10).json()
     except (httpx.HTTPError, ValueError):
         props = {}
-    m = re.match(rf"b(\d+)-((?:{SIDE_BUILD_PREFIX})?[0-9a-f]+)", str(props.get("build_info", "")))  # b0-tree-<tree12>: a side build
+    number, commit = parse_build_info(props.get("build_info"))
     devices = devices_in_log(server.log_path.read_text(errors="replace")) if server.log_path.exists() else []
     return {
-        "build_number": int(m.group(1)) if m else None,
-        "build_commit": m.group(2) if m else None,
+        "build_number": number,
+        "build_commit": commit,
         "total_slots": props.get("total_slots"),
         "n_ctx": (props.get("default_generation_settings") or {}).get("n_ctx"),
         "devices": devices,
