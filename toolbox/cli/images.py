@@ -8,8 +8,12 @@ from toolbox.cli.common import console, settings
 
 def _flavour(name: str) -> None:
     from toolbox.build.pins import load_pins
+    from toolbox.build.side import side_hint, split_name
+    from toolbox.errors import ToolboxError
 
     load_pins(settings().pins_file).backend(name)
+    if split_name(name)[1]:
+        raise ToolboxError(f"{name!r} is the name of a side variant", side_hint(name))
 
 
 def _variant(name: str) -> None:
