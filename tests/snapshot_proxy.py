@@ -27,10 +27,15 @@ def snapshot_proxy(mirror: str, timestamp: str):
                 return
             try:
                 with urllib.request.urlopen(f"{mirror.rstrip('/')}/{self.path[len(prefix) :]}", timeout=120) as resp:
+                    length = resp.headers.get("Content-Length")
+                    body = None if length else resp.read()  # a chunked answer: sent with its length
                     self.send_response(200)
-                    self.send_header("Content-Length", resp.headers.get("Content-Length", "0"))
+                    self.send_header("Content-Length", length or str(len(body)))
                     self.end_headers()
-                    shutil.copyfileobj(resp, self.wfile)
+                    if body is None:
+                        shutil.copyfileobj(resp, self.wfile)
+                    else:
+                        self.wfile.write(body)
             except urllib.error.HTTPError as exc:
                 self.send_error(exc.code)
 
