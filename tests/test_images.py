@@ -127,6 +127,21 @@ def test_second_build_is_up_to_date(cpu_image):
 
 
 @pytest.mark.container
+def test_a_stage_is_built_from_the_cache_and_tagged_beside_the_image(cpu_image):
+    """build(stage="build") (benchmarks/image_build.py): the build stage, with compilers and objects, from the
+    BuildKit cache of the image's own build; tagged <tag>-build, unverified, never the image itself."""
+    r = build(load_settings(offline=True), "cpu", offline=True, stage="build")
+    client = docker.from_env()
+    try:
+        assert r.tag == f"{cpu_image}-build" and not r.up_to_date and not r.labels
+        assert r.size_bytes > client.images.get(cpu_image).attrs["Size"]
+        assert " CACHED" in r.log.read_text() and "build-llama.sh" in r.log.read_text()  # not compiled again
+        assert find_image(load_settings(), "cpu") == cpu_image
+    finally:
+        client.images.remove(r.tag, noprune=False)
+
+
+@pytest.mark.container
 def test_invoke_build_cli_answers_up_to_date(cpu_image):
     p = subprocess.run(["invoke", "build", "cpu", "--offline"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr

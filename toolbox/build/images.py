@@ -96,8 +96,11 @@ def image_tag(pins: Pins, backend: str, digest: str) -> str:
 
 
 def build(settings: Settings, backend: str, *, offline: bool | None = None, source: Path | None = None,
-          echo=print, force: bool = False, check: bool = False) -> BuildResult:
+          echo=print, force: bool = False, check: bool = False, stage: str | None = None) -> BuildResult:
     """Build (or find up to date) the pinned image for one backend.
+
+    stage="build" builds only that Dockerfile stage, tagged <tag>-<stage> (not verified, not labelled):
+    what the build stage weighs beside the runtime image (benchmarks/image_build.py).
 
     check=True builds only the Dockerfile's `check` stage: configure with the pinned flags (failing
     on unused ones) and compile the backend's check_targets; no image is tagged. This is how CI
@@ -140,7 +143,7 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
     digest = inputs_hash(settings, pins, backend, base_identity, side.tree_sha256 if side else None)
     job = _BuildJob(settings, pins, backend, client, image_tag(pins, backend, digest), digest, base, tree, offline, echo, t0, side)
     with build_lock(settings, job.tag):  # a second `invoke build` of the same image waits, then finds it up to date
-        return _build_locked(job, check=check, force=force)
+        return _build_locked(job, check=check, force=force, stage=stage)
 
 
 def _online_possible(client, base: str | None, echo) -> bool:
@@ -170,12 +173,12 @@ class _BuildJob:
     side: sd.SideSource | None = None  # llama.cpp from another tree than the pin: a side variant
 
 
-def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
+def _build_locked(job: _BuildJob, *, check: bool, force: bool, stage: str | None = None) -> BuildResult:
     settings, pins, backend, client, tag, digest, base, tree, offline, echo, t0 = (
         job.settings, job.pins, job.backend, job.client, job.tag, job.digest, job.base, job.tree, job.offline, job.echo, job.t0)
     b = pins.backend(backend)
     existing = image_or_none(client, tag)
-    if existing is not None and not force and not check:
+    if existing is not None and not force and not check and not stage:
         return BuildResult(backend, tag, True, time.monotonic() - t0, existing.labels, existing.attrs.get("Size", 0))
     if check and not b.check_targets:
         raise ToolboxError(f"backend {backend!r} has no check_targets in containers/pins.toml", "build the full image instead (without --check)")
@@ -190,14 +193,14 @@ def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
             args["RUNTIME_BASE_IMAGE"] = from_registry(b.runtime_base_image, settings.registry)
 
     log = _mkdir(settings.cache_dir / "logs") / f"build-{backend}-{digest[:12]}.log"
-    unverified = f"{tag}-unverified"
+    unverified = f"{tag}-{stage}" if stage else f"{tag}-unverified"
     with tempfile.TemporaryDirectory(prefix="ctx-", dir=_mkdir(settings.cache_dir / "contexts")) as ctx:
         ctx = Path(ctx)
         shutil.copytree(settings.containers_dir / "common", ctx / "common")
         if tree is not None:
             _link_tree(tree, ctx / "llama.cpp")
         report_dir = ctx / ".check-report"
-        cmd = ["docker", "buildx", "build", "--progress=plain", "--target", "check-report" if check else "runtime",
+        cmd = ["docker", "buildx", "build", "--progress=plain", "--target", "check-report" if check else stage or "runtime",
                "-f", str(settings.containers_dir / b.dockerfile)]
         cmd += ["--output", f"type=local,dest={report_dir}"] if check else ["-t", unverified]
         cmd += ["--network", "host"] if host_network else []  # a loopback source URL is only reachable from the host
@@ -217,6 +220,8 @@ def _build_locked(job: _BuildJob, *, check: bool, force: bool) -> BuildResult:
         raise _build_error(log, backend)
     if check:
         return BuildResult(backend, "", False, time.monotonic() - t0, {}, 0, log, report)
+    if stage:
+        return BuildResult(backend, unverified, False, time.monotonic() - t0, {}, client.images.get(unverified).attrs.get("Size", 0), log)
 
     try:
         more = sd.side_labels(backend, job.side) if job.side else sd.pinned_labels(pins.llama_cpp.tree_sha256)
