@@ -6,7 +6,7 @@ For one backend whose pinned image is already built here (offline path):
 1. the runtime image's size (the pinned image);
 2. the build stage (`--target build`: compilers, dev packages, sources, objects), built from the
    BuildKit cache and tagged <tag>-build for the measurement, then removed;
-3. a one-file change: the pinned tree copied, one comment appended to one source file (default: a
+3. a one-file change: the pinned tree copied, one line of code appended to one source file (default: a
    file of the backend's own code, e.g. ggml-cuda/fattn.cu for the HIP images), built as a side
    variant (`invoke build IMAGE --source TREE`), timed, then removed. ccache serves every unit
    but the changed one, if the compiler goes through it (the HIP units do since ccache became the
@@ -75,8 +75,9 @@ def main() -> int:
         tree = Path(tmp) / "llama.cpp"
         shutil.copytree(sdist_source(pins, settings.cache_dir), tree, symlinks=True)
         when = datetime.now(UTC).isoformat(timespec="seconds")
-        with open(tree / rel, "a") as f:  # a new comment each run: the side variant is new, the unit a ccache miss
-            f.write(f"\n// benchmarks/image_build.py: one-file change, {when}\n")
+        # New code each run (a comment alone is a ccache hit: its preprocessor mode strips comments).
+        with open(tree / rel, "a") as f:
+            f.write(f'\nstatic const char strix_one_file_change[] __attribute__((unused)) = "{when}";\n')
         t0 = time.monotonic()
         side = build(settings, a.backend, offline=True, source=tree)
         seconds = time.monotonic() - t0
