@@ -234,6 +234,8 @@ def test_a_side_build_footer_parses_from_markdown_logs():
 
 # --- the real thing: a side build of a one-line change against the pinned cpu image ---------------------
 
+USAGE = 'printf("usage: %s [options]\\n", argv[0]);'  # tools/llama-bench/llama-bench.cpp line 428 at the pin
+SIDE_USAGE = 'printf("usage (a side tree): %s [options]\\n", argv[0]);'
 BENCH_MATRIX = """
 name = "side-small"
 description = "tg8 on the pinned cpu image and a side variant"
@@ -250,6 +252,8 @@ n_gen = [8]
 def test_a_side_variant_builds_and_benches_beside_the_pinned_image(cpu_image, tiny_model, bench_settings, tmp_path):
     from toolbox.build.images import build, find_image, list_images
     from toolbox.build.source import sdist_source
+    from toolbox.engine.client import docker_client
+    from toolbox.engine.container import ContainerSpec, run_to_end
     from toolbox.run import bench as bench_mod
     from toolbox.settings import load_settings
     from toolbox.store import runs as results
@@ -260,8 +264,11 @@ def test_a_side_variant_builds_and_benches_beside_the_pinned_image(cpu_image, ti
     shutil.copytree(pinned, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
     # the pinned tree given with --source is the pinned image, as before
     assert build(s, "cpu", offline=True, source=copy).tag == cpu_image
+    # one printed string changed (code, not a comment: ccache's preprocessor mode strips comments)
     bench_cpp = copy / "tools" / "llama-bench" / "llama-bench.cpp"
-    bench_cpp.write_text(bench_cpp.read_text() + "\n// a side tree: one harmless comment more than the pinned one\n")
+    text = bench_cpp.read_text()
+    assert text.count(USAGE) == 1
+    bench_cpp.write_text(text.replace(USAGE, SIDE_USAGE))
     t0 = time.monotonic()
     r = build(s, "cpu", offline=True, source=copy)
     seconds = time.monotonic() - t0
@@ -274,6 +281,8 @@ def test_a_side_variant_builds_and_benches_beside_the_pinned_image(cpu_image, ti
     assert r.labels["org.strix-toolbox.llama-commit"] == f"tree-{tree}" and r.labels["org.strix-toolbox.image"] == name
     assert find_image(s, name) == r.tag and find_image(s, "cpu") == cpu_image
     assert build(s, "cpu", offline=True, source=copy).up_to_date  # the same tree again: up to date
+    usage = {t: run_to_end(docker_client(), ContainerSpec(t, ["llama-bench", "--help"]), timeout_s=120).stdout for t in (cpu_image, r.tag)}
+    assert "usage (a side tree): " in usage[r.tag] and "usage (a side tree)" not in usage[cpu_image]  # the side tree's code ran
     listed = {row["tag"]: row for row in list_images(s)}
     assert listed[r.tag]["image"] == name and listed[r.tag]["current"] and listed[r.tag]["side"]
 
