@@ -110,6 +110,16 @@ def test_side_labels_say_which_tree_from_where_and_not_the_pinned_one(tmp_path):
     assert image_versions(sd.pinned_labels(PINS.llama_cpp.tree_sha256))["llama_source"] == "pinned"
 
 
+def test_a_side_variant_is_judged_on_the_devices_of_its_backend(tmp_path):
+    from toolbox.engine.devices import device_setup, log_device_ok
+
+    cpu = device_setup(PINS.runs_on(SIDE))
+    assert cpu.backend == "cpu" and log_device_ok(cpu.backend, cpu.target, []) is True  # no device in the log: the CPU, as meant
+    lavapipe = device_setup(PINS.runs_on("vulkan:mesa-sid@" + TREE[:12]), tmp_path, allow_cpu_vulkan=True)
+    assert (lavapipe.backend, lavapipe.target) == ("vulkan", "lavapipe")
+    assert log_device_ok(lavapipe.backend, lavapipe.target, []) is False  # on the CPU instead of lavapipe
+
+
 # --- the source given with --source ---------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ class DeviceSetup:
     security_opt: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     target: str = "cpu"  # what the results should show they ran on: cpu, lavapipe, gpu
+    backend: str = "cpu"  # the backend whose devices these are (an image variant or side variant runs as its backend)
 
 
 def device_setup(
@@ -56,13 +57,13 @@ def device_setup(
                 "check amdgpu is loaded (invoke doctor), or use --backend vulkan / cpu",
             )
         nodes = [str(kfd), *dri]
-        return DeviceSetup(nodes, gids(nodes), ["seccomp=unconfined"], target="gpu")
+        return DeviceSetup(nodes, gids(nodes), ["seccomp=unconfined"], target="gpu", backend="rocm")
     if backend == "vulkan":
         if dri:
-            return DeviceSetup(dri, gids(dri), target="gpu")
+            return DeviceSetup(dri, gids(dri), target="gpu", backend="vulkan")
         if allow_cpu_vulkan:
             # ggml ignores CPU-type Vulkan devices (lavapipe) unless they are named explicitly.
-            return DeviceSetup(env={"GGML_VK_VISIBLE_DEVICES": "0"}, target="lavapipe")
+            return DeviceSetup(env={"GGML_VK_VISIBLE_DEVICES": "0"}, target="lavapipe", backend="vulkan")
         raise ToolboxError(
             "no GPU render node for the vulkan backend (/dev/dri/renderD* missing)",
             "add --allow-cpu-vulkan to run on Mesa's software driver (lavapipe), or use --backend cpu",

@@ -147,7 +147,7 @@ def check_one(settings, client, config: CheckConfig, base: dict, *, allow_cpu_vu
     result["attempts"] = attempts
     result.update({k: v for k, v in figures.items() if k != "chunks"})
     result["devices"] = devices_in_log(err + "\n" + out)
-    result["device_ok"] = log_device_ok(c.backend, setup.target, result["devices"])
+    result["device_ok"] = log_device_ok(setup.backend, setup.target, result["devices"])  # cpu@<tree12> runs as cpu
     offload = _OFFLOAD_RE.findall(err)
     result["offloaded"] = offload[-1] if offload else None
     fa_used = _FA_USED_RE.findall(err)

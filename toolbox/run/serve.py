@@ -248,7 +248,7 @@ def _run_config(
         client, spec, port=port or free_port(), container_port=SERVER_PORT, log_path=log, ready_timeout_s=plan.ready_timeout_s
     )
     try:
-        facts = _server_facts(server, config, setups[config.backend].target)
+        facts = _server_facts(server, config, setups[config.backend])
         writer.update(servers=writer.meta.get("servers", {}) | {config.config_id: facts | {"argv": spec.argv, "log": log.name}})
         alone = _crosstalk_references(server, plan, levels)
         for level in levels:
@@ -271,7 +271,7 @@ def _alive_or_raise(server: Server, level: Level | None) -> None:
         )
 
 
-def _server_facts(server: Server, config: ServeConfig, target: str) -> dict:
+def _server_facts(server: Server, config: ServeConfig, setup) -> dict:
     """What the server says about itself: build, slots, context; and whether it runs on the intended device."""
     import httpx
 
@@ -287,7 +287,7 @@ def _server_facts(server: Server, config: ServeConfig, target: str) -> dict:
         "total_slots": props.get("total_slots"),
         "n_ctx": (props.get("default_generation_settings") or {}).get("n_ctx"),
         "devices": devices,
-        "device_ok": log_device_ok(config.backend, target, devices),
+        "device_ok": log_device_ok(setup.backend, setup.target, devices),  # the backend the image runs as (rocm-debian: rocm)
     }
 
 
