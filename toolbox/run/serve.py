@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolbox.build.images import find_images, image_info
+from toolbox.build.pins import image_versions
 from toolbox.engine import devicelock
 from toolbox.engine.client import docker_client
 from toolbox.engine.container import RUN_ID_LABEL, ContainerSpec, in_container, model_mount, remove_leftovers, tool_help
@@ -351,6 +352,7 @@ def _run_level(server: Server, writer, plan: ServePlan, config: ServeConfig, lev
         backend=config.backend,
         image=images[config.backend],
         image_digest=writer.meta.get("images", {}).get(config.backend, {}).get("id"),
+        versions=image_versions(writer.meta.get("images", {}).get(config.backend, {}).get("labels") or {}),  # Mesa, ROCm, the tree
         model_sha256={m["path"]: m["sha256"] for m in writer.meta.get("models", [])}.get(config.model),
         model_filename=Path(config.model).name,
         device_ok=facts.get("device_ok"),
