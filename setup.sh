@@ -43,6 +43,14 @@ if [ "${TOOLBOX_SETUP_BROWSER:-1}" != 0 ] && ! command -v chromedriver >/dev/nul
     || say "chromium not installed: the site's browser tests will skip"
 fi
 
+# The online-path tests (tests/test_online.py) run Debian's docker-registry on loopback; they skip without it.
+if [ "${TOOLBOX_SETUP_REGISTRY:-1}" != 0 ] && ! command -v docker-registry >/dev/null && command -v apt-get >/dev/null; then
+  say "installing docker-registry (a local registry for the online-path tests; optional, its service is not used)"
+  as_root apt-get install -y -qq docker-registry >/dev/null 2>&1 \
+    || { as_root apt-get update -qq && as_root apt-get install -y -qq docker-registry >/dev/null 2>&1; } \
+    || say "docker-registry not installed: the online-path tests will skip"
+fi
+
 # Python packages: into this Python if it allows it, else (PEP 668 "externally managed" system
 # Pythons, e.g. Debian 12+, Ubuntu 24.04, or a Python without pip) into ./.venv.
 : > /tmp/toolbox-pip.err

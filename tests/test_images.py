@@ -12,7 +12,8 @@ import docker
 import pytest
 from testcontainers.core.container import DockerContainer
 
-from toolbox.build.images import build, find_image, list_images
+from toolbox.build.images import build, find_image
+from toolbox.build.listing import list_images
 from toolbox.build.pins import LABEL_PREFIX, load_pins
 from toolbox.build.source import sdist_source
 from toolbox.errors import ToolboxError

@@ -159,12 +159,26 @@ def test_online_build_from_the_local_registry_and_source_server(backend, registr
         client.images.remove(r.tag, noprune=True)
 
 
-def test_online_build_refuses_a_source_that_is_not_the_pinned_tree(registry, source_server):
+def test_online_build_refuses_a_source_that_is_not_the_pinned_tree(registry, source_server, snapshot):
     host, _ = registry
     url, _ = source_server
-    settings = load_settings(registry=host, llama_source_url=f"{url}/someone/llama.cpp")
+    settings = load_settings(registry=host, llama_source_url=f"{url}/someone/llama.cpp", debian_snapshot_url=snapshot[0])
     with pytest.raises(ToolboxError, match="does not match the pin"):
         build(settings, "cpu", offline=False, force=True)
+
+
+def test_an_unreachable_snapshot_is_said_as_such_not_as_pins_gone(registry, source_server):
+    """Nothing answers at the snapshot URL (a closed loopback port): the one line names the archive and the ways
+    out, instead of "a pinned package version is gone" (apt's later "was not found" for every pin)."""
+    host, _ = registry
+    url, _ = source_server
+    closed = f"http://127.0.0.1:{_free_port()}/archive/debian/{{snapshot}}"
+    settings = load_settings(registry=host, llama_source_url=f"{url}/ggml-org/llama.cpp", debian_snapshot_url=closed)
+    with pytest.raises(ToolboxError) as e:
+        build(settings, "cpu", offline=False, force=True)
+    said = str(e.value)
+    assert "apt cannot read Debian's archive at http://127.0.0.1:" in said and "TOOLBOX_DEBIAN_SNAPSHOT_URL" in said, said
+    assert "gone" not in said
 
 
 def test_rocm_dockerfile_fetch_stage_runs_against_the_source_server(registry, source_server, tmp_path):

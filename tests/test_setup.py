@@ -50,7 +50,7 @@ def test_the_readme_commands_work_verbatim_on_debian_trixie(tmp_path):
         [
             "docker", "run", "--rm", "--label", "org.strix-toolbox.test=setup",
             "-v", f"{clone}:/repo", "-v", "/var/run/docker.sock:/var/run/docker.sock",
-            "-e", "TOOLBOX_SETUP_BROWSER=0", *_host_ca(), BASE, "bash", "-c", SCRIPT,
+            "-e", "TOOLBOX_SETUP_BROWSER=0", "-e", "TOOLBOX_SETUP_REGISTRY=0", *_host_ca(), BASE, "bash", "-c", SCRIPT,
         ],
         capture_output=True, text=True, timeout=1800,
     )  # fmt: skip

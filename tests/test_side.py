@@ -260,7 +260,8 @@ n_gen = [8]
 
 @pytest.mark.container
 def test_a_side_variant_builds_and_benches_beside_the_pinned_image(cpu_image, tiny_model, bench_settings, tmp_path):
-    from toolbox.build.images import build, find_image, list_images
+    from toolbox.build.images import build, find_image
+    from toolbox.build.listing import list_images
     from toolbox.build.source import sdist_source
     from toolbox.engine.client import docker_client
     from toolbox.engine.container import ContainerSpec, run_to_end

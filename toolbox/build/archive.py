@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from toolbox.build.pins import Pins
@@ -183,5 +183,5 @@ def bump_snapshot_text(text: str, old: str | None, when: datetime | None = None)
     archive every few hours, so `pins check --snapshot` confirms the new one a few hours later."""
     if not old:
         return text, None
-    new = (when or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    new = (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     return re.sub(rf'^(snapshot\s*=\s*)"{re.escape(old)}"', rf'\g<1>"{new}"', text, count=1, flags=re.M), new

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -60,25 +60,33 @@ def ensure_offline_base(settings: Settings, pins: Pins, client, echo=print) -> s
 def _bootstrap_base(settings: Settings, pins: Pins, tag: str, echo) -> None:
     suite = pins.debian.suite
     if shutil.which("debootstrap") is None:
-        raise ToolboxError("debootstrap is not installed (needed for --offline base images)", "run ./setup.sh, or apt-get install debootstrap")
+        raise ToolboxError(
+            "debootstrap is not installed (needed for --offline base images)", "run ./setup.sh, or apt-get install debootstrap"
+        )
     if os.geteuid() != 0:
-        raise ToolboxError("debootstrap needs root to create the offline base image", f"run `sudo invoke build <backend> --offline` once; {tag} is reused after that")
+        raise ToolboxError(
+            "debootstrap needs root to create the offline base image",
+            f"run `sudo invoke build <backend> --offline` once; {tag} is reused after that",
+        )
     rootfs = Path(tempfile.mkdtemp(prefix=f"rootfs-{suite}-", dir=mkdir(settings.cache_dir / "rootfs")))
     echo(f"bootstrapping {tag} from {pins.debian.mirror} ({suite}, minbase): a few minutes, once")
     try:
         _run(["debootstrap", "--variant=minbase", suite, str(rootfs), pins.debian.mirror], "debootstrap", settings)
-        when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         changes = [
             "ENV LANG=C.UTF-8",
             'CMD ["bash"]',
-            f'LABEL {LABEL_PREFIX}.base.suite="{suite}" {LABEL_PREFIX}.base.mirror="{pins.debian.mirror}" {LABEL_PREFIX}.base.bootstrapped="{when}"',
+            f'LABEL {LABEL_PREFIX}.base.suite="{suite}" {LABEL_PREFIX}.base.mirror="{pins.debian.mirror}" '
+            f'{LABEL_PREFIX}.base.bootstrapped="{when}"',
         ]
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         cmd = ["docker", "import", *sum((["--change", c] for c in changes), []), "-", tag]
         imp = subprocess.run(cmd, stdin=tar.stdout, capture_output=True, text=True)
         tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
-            raise ToolboxError(f"docker import of the bootstrapped base failed: {imp.stderr.strip()[:200]}", "check disk space and the Docker daemon")
+            raise ToolboxError(
+                f"docker import of the bootstrapped base failed: {imp.stderr.strip()[:200]}", "check disk space and the Docker daemon"
+            )
     finally:
         shutil.rmtree(rootfs, ignore_errors=True)
 
@@ -95,8 +103,6 @@ def _run(cmd: list[str], what: str, settings: Settings) -> None:
     if rc != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
         raise ToolboxError(f"{what} failed ({tail[0][:160]})", f"see {log}")
-
-
 
 
 @contextlib.contextmanager

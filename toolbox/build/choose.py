@@ -64,4 +64,3 @@ def registry_answers(image: str, timeout_s: float = 3.0) -> bool:
         return True  # it answered (401 Unauthorized is the usual answer)
     except (OSError, ValueError):
         return False
-

@@ -18,34 +18,22 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from toolbox.build import side as sd
+from toolbox.build.base import BASE_REPO, build_lock, ensure_offline_base, from_registry, online_mirror, online_source
+from toolbox.build.base import mkdir as _mkdir
+from toolbox.build.failures import build_error
+from toolbox.build.pins import LABEL_PREFIX, Pins, build_args, load_pins
 from toolbox.engine.client import docker_client, image_or_none
 from toolbox.engine.container import ContainerSpec, run_to_end
 from toolbox.errors import ToolboxError
-from toolbox.build.base import BASE_REPO, build_lock, ensure_offline_base, from_registry, online_mirror, online_source
-from toolbox.build.base import mkdir as _mkdir
-from toolbox.build import side as sd
-from toolbox.build.pins import LABEL_PREFIX, Pins, build_args, load_pins
 from toolbox.settings import Settings
 
 IMAGE_REPO = "strix-toolbox/llama-{backend}"
 # Bump when what the build does outside the Dockerfiles changes (the label step): it is part of the inputs.
 IMAGE_FORMAT = 2
-
-# What a build log says -> what the user should do. First match wins.
-BUILD_FAILURES = (
-    ("no space left on device", "the disk filled up during the build", "free space (docker system prune, df -h) and build again"),
-    ("was not found", "a pinned package version is gone from the archive", "update the version in containers/pins.toml (apt-cache policy <package> in the base image)"),
-    ("Unable to locate package", "a pinned package is not in the archive", "fix the package name in containers/pins.toml"),
-    ("CMake did not use some of the pinned flags", "CMake ignores a pinned flag", "remove or fix it in cmake_flags in containers/pins.toml"),
-    ("does not match tree_sha256", "the fetched llama.cpp tree does not match the pin", "fix commit / tree_sha256 in containers/pins.toml"),
-    ("failed to resolve source metadata", "the base image can't be pulled (no registry reachable?)", "it builds offline by itself when no registry answers; add --offline to make sure"),
-    ("pull access denied", "the base image can't be pulled", "docker login, or add --offline"),
-    ("dial tcp", "the network is not reachable from the build", "it builds offline by itself when no registry answers; add --offline to make sure"),
-    ("Could not resolve", "the network is not reachable from the build", "it builds offline by itself when no registry answers; add --offline to make sure"),
-)
 
 
 @dataclass
@@ -95,8 +83,17 @@ def image_tag(pins: Pins, backend: str, digest: str) -> str:
 # --- build -------------------------------------------------------------------
 
 
-def build(settings: Settings, backend: str, *, offline: bool | None = None, source: Path | None = None,
-          echo=print, force: bool = False, check: bool = False, stage: str | None = None) -> BuildResult:
+def build(
+    settings: Settings,
+    backend: str,
+    *,
+    offline: bool | None = None,
+    source: Path | None = None,
+    echo=print,
+    force: bool = False,
+    check: bool = False,
+    stage: str | None = None,
+) -> BuildResult:
     """Build (or find up to date) the pinned image for one backend.
 
     stage="build" builds only that Dockerfile stage, tagged <tag>-<stage> (not verified, not labelled):
@@ -110,7 +107,10 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
 
     pins = load_pins(settings.pins_file)
     if sd.split_name(backend)[1]:
-        raise ToolboxError(f"{backend!r} is the name of a side variant: it is built from its tree", f"invoke build {sd.split_name(backend)[0]} --source PATH")
+        raise ToolboxError(
+            f"{backend!r} is the name of a side variant: it is built from its tree",
+            f"invoke build {sd.split_name(backend)[0]} --source PATH",
+        )
     b = pins.backend(backend)
     # --source first, before Docker is asked anything: a wrong path is one line even when the image is up to date;
     # a tree that is not the pinned one builds a side variant (toolbox.build.side), named by its tree hash.
@@ -125,7 +125,10 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
     if offline:
         if not b.offline_capable:
             alt = [n for n, p in pins.backends.items() if p.offline_capable and n.startswith(backend)]
-            raise ToolboxError(f"backend {backend!r} builds from {b.base_image}, which needs a registry", f"use {alt[0]!r} for an offline build" if alt else "build it online")
+            raise ToolboxError(
+                f"backend {backend!r} builds from {b.base_image}, which needs a registry",
+                f"use {alt[0]!r} for an offline build" if alt else "build it online",
+            )
         base = ensure_offline_base(settings, pins, client, echo)
         base_identity = client.images.get(base).id
     else:
@@ -138,8 +141,10 @@ def build(settings: Settings, backend: str, *, offline: bool | None = None, sour
 
     if side is not None:
         backend = sd.side_name(backend, side.tree_sha256)
-        echo(f"{side.origin} is not the pinned llama.cpp tree (tree hash {side.tree_sha256[:12]}, pinned {side.pinned_sha256[:12]}): "
-             f"building the side variant {backend}")
+        echo(
+            f"{side.origin} is not the pinned llama.cpp tree (tree hash {side.tree_sha256[:12]}, pinned {side.pinned_sha256[:12]}): "
+            f"building the side variant {backend}"
+        )
     digest = inputs_hash(settings, pins, backend, base_identity, side.tree_sha256 if side else None)
     job = _BuildJob(settings, pins, backend, client, image_tag(pins, backend, digest), digest, base, tree, offline, echo, t0, side)
     with build_lock(settings, job.tag):  # a second `invoke build` of the same image waits, then finds it up to date
@@ -175,14 +180,29 @@ class _BuildJob:
 
 def _build_locked(job: _BuildJob, *, check: bool, force: bool, stage: str | None = None) -> BuildResult:
     settings, pins, backend, client, tag, digest, base, tree, offline, echo, t0 = (
-        job.settings, job.pins, job.backend, job.client, job.tag, job.digest, job.base, job.tree, job.offline, job.echo, job.t0)
+        job.settings,
+        job.pins,
+        job.backend,
+        job.client,
+        job.tag,
+        job.digest,
+        job.base,
+        job.tree,
+        job.offline,
+        job.echo,
+        job.t0,
+    )
     b = pins.backend(backend)
     existing = image_or_none(client, tag)
     if existing is not None and not force and not check and not stage:
         return BuildResult(backend, tag, True, time.monotonic() - t0, existing.labels, existing.attrs.get("Size", 0))
     if check and not b.check_targets:
-        raise ToolboxError(f"backend {backend!r} has no check_targets in containers/pins.toml", "build the full image instead (without --check)")
-    args = build_args(pins, backend, base, "context" if tree is not None else "fetch") | (sd.side_build_args(job.side.tree_sha256) if job.side else {})
+        raise ToolboxError(
+            f"backend {backend!r} has no check_targets in containers/pins.toml", "build the full image instead (without --check)"
+        )
+    args = build_args(pins, backend, base, "context" if tree is not None else "fetch") | (
+        sd.side_build_args(job.side.tree_sha256) if job.side else {}
+    )
     host_network = False
     if not offline and b.offline_capable:  # Debian's archive as of the pinned snapshot (pins that never rot)
         args["DEBIAN_MIRROR"], host_network = online_mirror(settings, pins)
@@ -200,8 +220,16 @@ def _build_locked(job: _BuildJob, *, check: bool, force: bool, stage: str | None
         if tree is not None:
             _link_tree(tree, ctx / "llama.cpp")
         report_dir = ctx / ".check-report"
-        cmd = ["docker", "buildx", "build", "--progress=plain", "--target", "check-report" if check else stage or "runtime",
-               "-f", str(settings.containers_dir / b.dockerfile)]
+        cmd = [
+            "docker",
+            "buildx",
+            "build",
+            "--progress=plain",
+            "--target",
+            "check-report" if check else stage or "runtime",
+            "-f",
+            str(settings.containers_dir / b.dockerfile),
+        ]
         cmd += ["--output", f"type=local,dest={report_dir}"] if check else ["-t", unverified]
         cmd += ["--network", "host"] if host_network else []  # a loopback source URL is only reachable from the host
         for k, v in args.items():
@@ -217,7 +245,7 @@ def _build_locked(job: _BuildJob, *, check: bool, force: bool, stage: str | None
             shutil.copyfile(report_dir / "check.log", report)
     if rc != 0:
         _untag(client, unverified)
-        raise _build_error(log, backend)
+        raise build_error(log, backend, args.get("DEBIAN_MIRROR"))
     if check:
         return BuildResult(backend, "", False, time.monotonic() - t0, {}, 0, log, report)
     if stage:
@@ -256,6 +284,7 @@ def _require_buildx() -> None:
 
 def _link_tree(tree: Path, dest: Path) -> None:
     """Hard-link the source into the build context (fast, no copy); fall back to copying across filesystems."""
+
     def ignore(directory: str, names: list[str]) -> set[str]:
         top = Path(directory) == tree
         return {n for n in names if n == ".git" or n.endswith(".gguf") or (top and n.startswith("build"))}
@@ -275,14 +304,6 @@ def _stream(cmd: list[str], log: Path, echo) -> int:
             if echo is not None:
                 sys.stdout.write(line)
         return proc.wait()
-
-
-def _build_error(log: Path, backend: str) -> ToolboxError:
-    text = log.read_text(errors="replace")
-    for needle, what, fix in BUILD_FAILURES:
-        if needle in text:
-            return ToolboxError(f"building the {backend} image failed: {what}", f"{fix}; full log: {log}")
-    return ToolboxError(f"building the {backend} image failed", f"see the log: {log}")
 
 
 def _untag(client, ref: str) -> None:
@@ -307,12 +328,16 @@ def _verify_and_label(client, unverified: str, tag: str, backend: str, echo, bas
     smoke = run_to_end(client, ContainerSpec(unverified, ["llama-bench", "--list-devices"]), timeout_s=300)
     recorded = run_to_end(client, ContainerSpec(unverified, ["cat", "/opt/llama/versions.json"]), timeout_s=60)
     if smoke.exit_code != 0 or recorded.exit_code != 0:
-        raise ToolboxError(f"the new {backend} image fails its smoke check (llama-bench --list-devices: {smoke.stderr.strip()[-200:]!r})",
-                           "see the build log; the image was not tagged")
+        raise ToolboxError(
+            f"the new {backend} image fails its smoke check (llama-bench --list-devices: {smoke.stderr.strip()[-200:]!r})",
+            "see the build log; the image was not tagged",
+        )
     try:
         versions = json.loads(recorded.stdout)
     except ValueError:
-        raise ToolboxError(f"the new {backend} image has no readable /opt/llama/versions.json", "see the build log; the image was not tagged") from None
+        raise ToolboxError(
+            f"the new {backend} image has no readable /opt/llama/versions.json", "see the build log; the image was not tagged"
+        ) from None
     out = smoke.stdout + smoke.stderr
     echo(out.strip())
     labels = {f"{LABEL_PREFIX}.installed.{pkg}": ver for pkg, ver in versions.items()}
@@ -326,9 +351,11 @@ def _verify_and_label(client, unverified: str, tag: str, backend: str, echo, bas
         labels[f"{LABEL_PREFIX}.rocm-version"] = rocm
     if base_digest:
         labels["org.opencontainers.image.base.digest"] = base_digest
-    labels[f"{LABEL_PREFIX}.verified"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    dockerfile = f"FROM {unverified}\nLABEL " + " ".join(f'{k}={json.dumps(v)}' for k, v in labels.items()) + "\n"
-    res = subprocess.run(["docker", "buildx", "build", "--progress=quiet", "-t", tag, "-"], input=dockerfile, text=True, capture_output=True)
+    labels[f"{LABEL_PREFIX}.verified"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dockerfile = f"FROM {unverified}\nLABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items()) + "\n"
+    res = subprocess.run(
+        ["docker", "buildx", "build", "--progress=quiet", "-t", tag, "-"], input=dockerfile, text=True, capture_output=True
+    )
     if res.returncode != 0:
         raise ToolboxError(f"labelling the {backend} image failed: {res.stderr.strip()[:200]}", "check the Docker daemon")
     return client.images.get(tag).labels
@@ -353,51 +380,6 @@ def find_image(settings: Settings, backend: str, client=None) -> str | None:
         if image is not None and image.labels.get(f"{LABEL_PREFIX}.verified"):
             return tag
     return None
-
-
-def image_info(client, ref: str) -> dict:
-    """What run.json records about an image: tag, id, repo digests, labels, size."""
-    image = client.images.get(ref)
-    return {"tag": ref, "id": image.id, "repo_digests": image.attrs.get("RepoDigests", []),
-            "labels": image.labels, "size": image.attrs.get("Size"), "created": image.attrs.get("Created")}
-
-
-def list_images(settings: Settings) -> list[dict]:
-    """Every toolbox image here (side variants too), newest first; `current`: what bench uses for its name."""
-    client = docker_client()
-    pins = load_pins(settings.pins_file)
-    found = client.images.list(filters={"label": f"{LABEL_PREFIX}.backend"})
-    sides = {i.labels.get(f"{LABEL_PREFIX}.image") for i in found if i.labels.get(f"{LABEL_PREFIX}.llama-source") == "side"}
-    current = {find_image(settings, b, client) for b in [*pins.image_names(), *sorted(sides - {None})]}
-    rows = []
-    for image in found:
-        labels = image.labels
-        for t in image.tags or ["<untagged>"]:
-            rows.append({
-                "tag": t, "backend": labels.get(f"{LABEL_PREFIX}.backend"), "image": labels.get(f"{LABEL_PREFIX}.image"),
-                "llama_commit": labels.get(f"{LABEL_PREFIX}.llama-commit", ""), "side": labels.get(f"{LABEL_PREFIX}.llama-source") == "side",
-                "build_number": labels.get(f"{LABEL_PREFIX}.llama-build-number"),
-                "mesa": labels.get(f"{LABEL_PREFIX}.mesa-version"), "rocm": labels.get(f"{LABEL_PREFIX}.rocm-version"),
-                "verified": labels.get(f"{LABEL_PREFIX}.verified"), "size_mb": round(image.attrs.get("Size", 0) / 1e6),
-                "created": image.attrs.get("Created", "")[:19], "current": t in current,
-            })
-    return sorted(rows, key=lambda r: r["created"], reverse=True)
-
-
-def pinned_images(settings: Settings) -> list[dict]:
-    """Every image the pins describe (backends and their variants) with its pinned versions and its tag if built."""
-    client = docker_client()
-    pins = load_pins(settings.pins_file)
-    out = []
-    for name in pins.image_names():
-        b = pins.backend(name)
-        rp = b.runtime_packages
-        out.append({
-            "image": name, "description": b.description, "offline": b.offline_capable,
-            "mesa": rp.get("mesa-vulkan-drivers"), "rocm": b.rocm_version,
-            "runs_as": b.variant_of or name.partition(":")[0], "built": find_image(settings, name, client),
-        })
-    return out
 
 
 def find_images(settings, client, backends: list[str], build_missing: bool = False) -> dict[str, str]:

@@ -153,8 +153,14 @@ def load_pins(path: Path) -> Pins:
 def image_versions(labels: dict) -> dict:
     """What a row's number depends on in its image beyond the pins: the image name, its variant, Mesa, ROCm, and whose
     llama.cpp tree it is (llama_source pinned or side, llama_tree its hash; images built before these labels have neither)."""
-    keys = {"image": "image", "variant": "variant", "mesa": "mesa-version", "rocm": "rocm-version",
-            "llama_source": "llama-source", "llama_tree": "llama-tree-sha256"}  # pinned or side, and which tree
+    keys = {
+        "image": "image",
+        "variant": "variant",
+        "mesa": "mesa-version",
+        "rocm": "rocm-version",
+        "llama_source": "llama-source",
+        "llama_tree": "llama-tree-sha256",
+    }  # pinned or side, and which tree
     return {k: labels[f"{LABEL_PREFIX}.{v}"] for k, v in keys.items() if labels.get(f"{LABEL_PREFIX}.{v}")}
 
 

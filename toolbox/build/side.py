@@ -114,7 +114,9 @@ def _git_head(path: Path) -> str | None:
         head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=60)
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -131,5 +133,7 @@ def built_trees(client, name: str) -> list[str]:
 
 def side_hint(name: str) -> str:
     """How to get a side variant that is not built (from the current pins): only its tree builds it."""
-    return (f"a side variant is built from its tree: invoke build {split_name(name)[0].replace(':', ' --variant ')} --source PATH "
-            "(invoke images lists the side variants built here)")
+    return (
+        f"a side variant is built from its tree: invoke build {split_name(name)[0].replace(':', ' --variant ')} --source PATH "
+        "(invoke images lists the side variants built here)"
+    )

@@ -13,15 +13,25 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from toolbox.errors import ToolboxError
 from toolbox.build.pins import Pins
 from toolbox.build.side import SideSource, origin_of
+from toolbox.errors import ToolboxError
 from toolbox.files import sha256_file
 
 # The files the benchmark tools are built from; containers/common/tree-hash.sh hashes the same set.
 TREE_HASH_PATHS = (
-    "CMakeLists.txt", "cmake", "ggml", "src", "include", "common",
-    "tools/CMakeLists.txt", "tools/llama-bench", "tools/perplexity", "tools/quantize", "tools/cli", "tools/rpc",
+    "CMakeLists.txt",
+    "cmake",
+    "ggml",
+    "src",
+    "include",
+    "common",
+    "tools/CMakeLists.txt",
+    "tools/llama-bench",
+    "tools/perplexity",
+    "tools/quantize",
+    "tools/cli",
+    "tools/rpc",
 )
 PYPI_SIMPLE = "https://pypi.org/simple/{package}/"
 
@@ -72,7 +82,10 @@ def source_tree(path: Path, cache_dir: Path) -> Path:
     if path.is_dir():
         tree = _find_tree(path)
         if tree is None:
-            raise ToolboxError(f"--source {path} is not a llama.cpp tree (no CMakeLists.txt, ggml/, tools/llama-bench/)", "pass the llama.cpp checkout's top directory")
+            raise ToolboxError(
+                f"--source {path} is not a llama.cpp tree (no CMakeLists.txt, ggml/, tools/llama-bench/)",
+                "pass the llama.cpp checkout's top directory",
+            )
         return tree
     if not tarfile.is_tarfile(path):
         raise ToolboxError(f"--source {path} is neither a directory nor a tarball", "pass a llama.cpp directory or a .tar.gz of one")
@@ -127,8 +140,13 @@ def _download_sdist(pins: Pins, dest: Path) -> None:
         with urllib.request.urlopen(url, timeout=300) as resp, open(part, "wb") as out:
             shutil.copyfileobj(resp, out)
     except (urllib.error.URLError, OSError, StopIteration, KeyError, ValueError) as exc:
-        raise ToolboxError(f"cannot download {sd.filename} from PyPI ({exc})", "check the network, or pass --source PATH (a llama.cpp directory or tarball)") from None
+        raise ToolboxError(
+            f"cannot download {sd.filename} from PyPI ({exc})",
+            "check the network, or pass --source PATH (a llama.cpp directory or tarball)",
+        ) from None
     if sha256_file(part) != sd.sha256:
         part.unlink()
-        raise ToolboxError(f"{sd.filename} from PyPI does not match its pinned sha256", "check [llama_cpp.sdist] sha256 in containers/pins.toml")
+        raise ToolboxError(
+            f"{sd.filename} from PyPI does not match its pinned sha256", "check [llama_cpp.sdist] sha256 in containers/pins.toml"
+        )
     part.rename(dest)

@@ -90,7 +90,7 @@ def images(c):
     """List the images the pins describe (backends and variants) and the built ones with their versions, sizes and age."""
     from rich.table import Table
 
-    from toolbox.build.images import list_images, pinned_images
+    from toolbox.build.listing import list_images, pinned_images
     from toolbox.llamacpp import build_text
 
     pinned = Table(title="pinned images (invoke build BACKEND [--variant NAME]; a matrix's images = [...])")

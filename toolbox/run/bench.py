@@ -123,7 +123,7 @@ def bench(
     """`invoke bench`: plan, check, run every group, return what was measured (rows are on disk already)."""
     from rich.console import Console
 
-    from toolbox.build.images import image_info
+    from toolbox.build.listing import image_info
     from toolbox.model import model_identity, resolve_models
 
     console = console or Console()

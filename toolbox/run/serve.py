@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolbox.build.images import find_images, image_info
+from toolbox.build.images import find_images
+from toolbox.build.listing import image_info
 from toolbox.build.pins import image_versions
 from toolbox.engine import devicelock
 from toolbox.engine.client import docker_client

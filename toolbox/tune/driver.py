@@ -116,7 +116,7 @@ def tune(
         writer.update(status="running", resumed_at=now_iso())
     else:
         _check_writable(settings.results_dir)
-        from toolbox.build.images import image_info
+        from toolbox.build.listing import image_info
         from toolbox.host.facts import snapshot
 
         all_cases = list({c.case_id: c for c in sp.screen.cases + sp.confirm.cases}.values())
