@@ -81,7 +81,7 @@ def walk_cases():
         ("serve-bench", "slo"): ["ttft<2", "fast", "ttft<2s,ttft<1s"],
         ("serve-bench", "resume"): ["nonexistent"],
         ("bench", "rpc"): ["10.0.0.2", "a:1,a:1", "host:99999"],
-        ("rpc-worker", "backend"): ["nonsense", "cpu,vulkan"],
+        ("rpc-worker", "backend"): ["nonsense", "cpu,vulkan", "cpu@nothex", "metal@3f2a9c1b7d40"],
         ("rpc-worker", "host"): ["my-laptop"],
         ("rpc-worker", "container"): ["no spaces"],
         ("rpc-worker", "network"): ["-bad"],

@@ -314,3 +314,17 @@ def test_a_side_variant_builds_and_benches_beside_the_pinned_image(cpu_image, ti
     side_rows = [x for x in rows if x["backend"] == name]
     cr = compare_runs((meta | {"run_id": "pinned"}, cpu_rows), (meta | {"run_id": "side"}, side_rows), ignore=["backend"])
     assert len(cr.lines) == 1 and any(d[0] == "llama.cpp" for d in cr.differences)
+
+    # the same side variant as a cluster worker: rpc-worker takes any image name and names its container after it
+    from toolbox.run import rpc
+
+    client = docker_client()
+    net = client.networks.create(f"strix-side-rpc-{os.getpid()}", driver="bridge", labels={"org.strix-toolbox.test": "side"})
+    try:
+        w = rpc.start_worker(bench_settings, name, port=50052, network=net.name, threads=1)
+        assert w["image"] == r.tag and w["binary"] == "ggml-rpc-server" and w["devices"][0].startswith("CPU")
+        assert w["name"] == f"strix-rpc-cpu-{tree[:12]}-50052"
+    finally:
+        for c in client.containers.list(all=True, filters={"network": net.name}):
+            c.remove(force=True)
+        net.remove()

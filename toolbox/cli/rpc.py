@@ -6,12 +6,10 @@ from toolbox.cli import flags as f
 from toolbox.cli.common import FLAGS, console, settings
 
 
-def _one_backend(text: str) -> None:
-    from toolbox.errors import ToolboxError
-    from toolbox.llamacpp import BACKENDS
+def _one_image(text: str) -> None:
+    from toolbox.build.pins import load_pins
 
-    if text not in BACKENDS:
-        raise ToolboxError(f"unknown backend {text!r}", f"choose one of {', '.join(BACKENDS)}")
+    load_pins(settings().pins_file).check_image_names([text])  # a backend, a variant or a side variant IMAGE@TREE
 
 
 def _bind(text: str) -> None:
@@ -37,11 +35,15 @@ def _docker_name(text: str) -> None:
 
 
 @f.command(
-    backend=f.Text("the image the worker runs: rocm, vulkan or cpu", placeholder="BACKEND", check=_one_backend),
+    backend=f.Text(
+        "the image the worker runs: rocm, vulkan, cpu, a variant (rocm-debian, vulkan:mesa-sid) or a side variant (cpu@<tree12>)",
+        placeholder="BACKEND",
+        check=_one_image,
+    ),
     port=f.Int("the port the worker listens on (and publishes on this machine)", low=1, high=65535),
     host=f.Text("the address the server binds to inside the container", placeholder="IP", check=_bind),
     threads=f.Int("CPU threads of the worker's CPU device (llama.cpp's default when not given)", low=1),
-    container=f.Text("the container's name; default strix-rpc-BACKEND-PORT", placeholder="NAME", check=_docker_name),
+    container=f.Text("the container's name; default strix-rpc-BACKEND-PORT (: and @ as -)", placeholder="NAME", check=_docker_name),
     network=f.Text(
         "join this Docker network instead of publishing the port (clients on that network use NAME:PORT)",
         placeholder="NETWORK",

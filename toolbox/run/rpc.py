@@ -126,18 +126,15 @@ def start_worker(
     client=None,
 ) -> dict:
     """`invoke rpc-worker`: the pinned image's RPC server in a container, through the one launcher; returns what to print."""
-    from toolbox.build.images import build as build_image
-    from toolbox.build.images import find_image
+    from toolbox.build.images import find_images
+    from toolbox.build.pins import load_pins
     from toolbox.engine.devices import device_setup
 
     client = client or docker_client()
-    setup = device_setup(backend, settings.host_root, allow_cpu_vulkan)
-    image = find_image(settings, backend, client)
-    if image is None:
-        if not build_missing:
-            raise ToolboxError(f"no {backend} image built from the current pins", f"run `invoke build {backend}`, or add --build")
-        image = build_image(settings, backend).tag
-    name = name or f"strix-rpc-{backend}-{port}"
+    # an image runs on its backend's devices (rocm-debian on rocm, vulkan:mesa-sid on vulkan, cpu@<tree12> on cpu)
+    setup = device_setup(load_pins(settings.pins_file).runs_on(backend), settings.host_root, allow_cpu_vulkan)
+    image = find_images(settings, client, [backend], build_missing)[backend]
+    name = name or f"strix-rpc-{backend.replace(':', '-').replace('@', '-')}-{port}"
     if any(c.name == name for c in client.containers.list(all=True, filters={"name": name})):
         raise ToolboxError(
             f"a container named {name} exists already", f"stop it (invoke rpc-worker --stop, or docker rm -f {name}) or give --container"
