@@ -20,6 +20,7 @@ Not a test: a benchmark that prints figures (docs/pins.md quotes them).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -32,16 +33,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from toolbox.build.images import build, find_image  # noqa: E402
-from toolbox.build.pins import load_pins  # noqa: E402
+from toolbox.build.pins import LABEL_PREFIX, load_pins  # noqa: E402
 from toolbox.build.source import sdist_source  # noqa: E402
 from toolbox.engine.client import docker_client  # noqa: E402
+from toolbox.errors import ToolboxError  # noqa: E402
 from toolbox.settings import load_settings  # noqa: E402
 
 CHANGED_FILE = {
     "cpu": "ggml/src/ggml-cpu/ggml-cpu.c",
     "vulkan": "ggml/src/ggml-vulkan/ggml-vulkan.cpp",
-    "rocm": "ggml/src/ggml-cuda/fattn.cu",
-    "rocm-debian": "ggml/src/ggml-cuda/fattn.cu",
+    "rocm": "ggml/src/ggml-cuda/fattn.cu",  # rocm-debian too: runs_on(rocm-debian) is rocm
 }
 CCACHE_LINES = re.compile(r"^#\d+ [\d.]+ (\s*(?:Cacheable calls|Hits|Misses|Uncacheable calls):.*)$", re.M)
 
@@ -63,14 +64,16 @@ def main() -> int:
     if tag is None:
         print(f"no {a.backend} image built from the current pins: invoke build {a.backend} --offline", file=sys.stderr)
         return 2
-    runtime = client.images.get(tag).attrs["Size"]
-    print(f"{a.backend}: {tag}")
+    image = client.images.get(tag)
+    runtime = image.attrs["Size"]
+    commit = image.labels.get(f"{LABEL_PREFIX}.llama-commit", "?")[:12]
+    print(f"{a.backend}: {tag} ({image.id[:19]}), llama.cpp {commit}; {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"  runtime image            {mb(runtime)}")
 
     stage = build(settings, a.backend, offline=True, stage="build")
     print(f"  build stage              {mb(stage.size_bytes)}  (from the BuildKit cache in {stage.seconds:.0f} s)")
 
-    rel = a.file or CHANGED_FILE[a.backend.partition(":")[0]]
+    rel = a.file or CHANGED_FILE[pins.runs_on(a.backend)]
     with tempfile.TemporaryDirectory(prefix="one-file-") as tmp:
         tree = Path(tmp) / "llama.cpp"
         shutil.copytree(sdist_source(pins, settings.cache_dir), tree, symlinks=True)
@@ -82,7 +85,7 @@ def main() -> int:
         side = build(settings, a.backend, offline=True, source=tree)
         seconds = time.monotonic() - t0
     print(f"  one-file change ({rel}): rebuilt as {side.backend} in {seconds:.0f} s ({seconds / 60:.1f} min), {mb(side.size_bytes)}")
-    for line in CCACHE_LINES.findall(side.log.read_text() if side.log else ""):
+    for line in dict.fromkeys(CCACHE_LINES.findall(side.log.read_text() if side.log else "")):  # totals, then local storage: the same
         print(f"    ccache {line.strip()}")
     if not a.keep:
         for ref in (stage.tag, side.tag):
@@ -91,4 +94,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ToolboxError as exc:  # an unknown backend, a failed build: one line, as the tasks say it
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

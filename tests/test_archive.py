@@ -120,7 +120,7 @@ def test_check_snapshot_reads_the_dated_archive():
 
     pins = load_pins(REPO / "containers" / "pins.toml")
     with snapshot_proxy(pins.debian.mirror, pins.debian.snapshot) as (url, seen):
-        env = os.environ | {"TOOLBOX_DEBIAN_SNAPSHOT_URL": url, "XDG_CACHE_HOME": str(Path(load_settings().cache_dir).parent)}
+        env = os.environ | {"TOOLBOX_DEBIAN_SNAPSHOT_URL": url}
         p = subprocess.run(["invoke", "pins", "check", "--snapshot"], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     want = f"/archive/debian/{pins.debian.snapshot}/dists/"
