@@ -21,6 +21,7 @@ import pytest
 from toolbox import model
 from toolbox.errors import ToolboxError
 from toolbox.model import tiny as tiny_gen
+from toolbox.quality.check import RETRIES
 from toolbox.settings import load_settings
 
 LLAMA_TENSORS_PER_LAYER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
@@ -381,30 +382,17 @@ def test_llama_perplexity_tokenizes_text_and_evaluates(cpu_image, tiny, tmp_path
     shutil.copy(tiny, d / tiny.name)
     words = "the quick brown fox jumps over a lazy dog while Strix Halo runs llama.cpp\n".split(" ")
     (d / "text.txt").write_text(" ".join(words[i * 7 % len(words)] for i in range(3000)))
-    p = subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "-v",
-            f"{d}:/models:ro",
-            cpu_image,
-            "llama-perplexity",
-            "-m",
-            f"/models/{tiny.name}",
-            "-f",
-            "/models/text.txt",
-            "-c",
-            "128",
-            "--chunks",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert p.returncode == 0, p.stderr[-800:]
-    m = re.search(r"Final estimate: PPL = ([0-9.]+)", p.stdout + p.stderr)
+    argv = ["docker", "run", "--rm", "-v", f"{d}:/models:ro", cpu_image, "llama-perplexity", "-m", f"/models/{tiny.name}"]
+    argv += ["-f", "/models/text.txt", "-c", "128", "--chunks", "2"]
+    # The pinned llama.cpp's logger thread is never joined (common/log.cpp), so a run can exit 0 with
+    # its last lines cut, even mid-line: 3 of 300 runs here. The quality check runs again on exactly
+    # this (toolbox.quality.check.RETRIES); so does the test, and every try must still exit 0.
+    for _ in range(1 + RETRIES):
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-800:]
+        m = re.search(r"Final estimate: PPL = ([0-9.]+)", p.stdout + p.stderr)
+        if m:
+            break
     assert m, (p.stdout + p.stderr)[-800:]
     # random weights: near-uniform over the vocabulary (logits have std ~1, so a bit above n_vocab)
     assert tiny_gen.DEFAULT_N_VOCAB / 4 < float(m[1]) < tiny_gen.DEFAULT_N_VOCAB * 4
