@@ -169,3 +169,21 @@ def test_the_winner_is_tested_against_the_runner_up():
     assert race.runner_up.confirm.median == 99.9 and not race.significant(), "0.1 % apart with 0.2 % noise: within noise"
     assert "within noise" in race.margin_text()
     assert race.finalists[2].status == "dropped" and "confirmed slower" in race.finalists[2].why
+
+
+@pytest.mark.parametrize(
+    "flags, reason",
+    [({"fa_fallback": True}, "fallback"), ({"device_ok": False}, "off-device"), ({}, None)],
+)
+def test_a_candidate_measured_off_its_kernels_does_not_count(flags, reason):
+    """The tuner asks the one quality gate: a row that took the f16 detour is never the recommended configuration."""
+    from toolbox.quality.gate import NOT_COUNTED
+    from toolbox.run.matrix import Case
+    from toolbox.tune.measure import Measurer
+    from toolbox.tune.space import Candidate
+
+    case = Case("vulkan", "m.gguf", (), (("n_prompt", 0), ("n_gen", 32), ("type_k", "bf16"), ("type_v", "f16")))
+    row = {"case_id": case.case_id, "status": "ok", "device_ok": True, "samples_ts": [10.0]} | flags
+    cand = Candidate("k", "vulkan", "m.gguf", {}, {}, screen=[case])
+    why = Measurer(ctx=None, result=None, rows=[row]).problem(cand, "screen")
+    assert why == (None if reason is None else f"{case.test}: {NOT_COUNTED[reason]}")

@@ -86,12 +86,12 @@ class Measurer:
         return len(self.samples(case))
 
     def problem(self, cand: Candidate, stage: str) -> str | None:
-        """Why a candidate's measurements do not count (bench's failure, quality.gate's off-device), None if they do."""
+        """Why a candidate's measurements do not count (bench's failure, quality.gate's reasons), None if they do."""
         for case in getattr(cand, stage):
             rows = [r for r in self.rows if r.get("case_id") == case.case_id]
             ok = [r for r in rows if r.get("status") == "ok"]
             for r in ok:
-                why = gate.not_counted(r.get("status"), r.get("device_ok"))
+                why = gate.row_not_counted(r)
                 if why:
                     return f"{case.test}: {gate.NOT_COUNTED[why]}"
             if rows and not ok:
