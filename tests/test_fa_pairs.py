@@ -1,8 +1,11 @@
-"""FlashAttention K-V pairs: the ROCm images compile a kernel for every pair the kv presets measure, and
-a row that took llama.cpp's f16 detour (no kernel compiled for its pair) is flagged and does not count."""
+"""FlashAttention K-V pairs: the ROCm images compile a kernel for every pair the kv presets measure, a
+row that took llama.cpp's f16 detour (no kernel compiled for its pair) is flagged and does not count, and
+so is a row whose flash attention ran on the CPU because the GPU backend has no kernel for its types."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 import tomllib
 from itertools import product
 from pathlib import Path
@@ -10,11 +13,21 @@ from pathlib import Path
 import pytest
 
 from toolbox.build.pins import load_pins
-from toolbox.llamacpp import FA_QUANTS_DEFAULT, fa_compiled_pairs, fa_fallbacks, row_fa_fallback
+from toolbox.llamacpp import (
+    FA_GPU_TYPES,
+    FA_QUANTS_DEFAULT,
+    fa_compiled_pairs,
+    fa_cpu_reason,
+    fa_fallbacks,
+    gpu_build,
+    row_fa_fallback,
+    row_fa_on_cpu,
+)
 from toolbox.quality import gate
 from toolbox.store.rows import make_row
 
 REPO = Path(__file__).resolve().parent.parent
+MATRICES = Path(__file__).resolve().parent / "data" / "matrices"
 PINS = load_pins(REPO / "containers" / "pins.toml")
 
 # The warning ggml_cuda_flash_attn_ext_vec() prints (ggml/src/ggml-cuda/fattn.cu at the pinned commit,
@@ -52,6 +65,17 @@ def test_pinned_fattn_types_and_default_match_the_source():
     assert f'set   (GGML_CUDA_FA_QUANTS "{FA_QUANTS_DEFAULT}"' in (tree / "ggml" / "CMakeLists.txt").read_text()
     fattn = (tree / "ggml" / "src" / "ggml-cuda" / "fattn.cu").read_text()
     assert "no FlashAttention vector kernel compiled for K/V types %s-%s, converting K and V to f16 instead" in fattn
+    # the types each GPU backend's flash attention takes (FA_GPU_TYPES), read from the two functions that decide
+    hip = re.search(r"ggml_cuda_fattn_kv_type_supported\(const ggml_type type\) \{(.*?)return true;", fattn, re.S)
+    assert _cases(hip[1]) == set(FA_GPU_TYPES["hip"])
+    vk = (tree / "ggml" / "src" / "ggml-vulkan" / "ggml-vulkan.cpp").read_text()
+    fa_kv_ok = re.search(r"auto fa_kv_ok = \[\]\(ggml_type t\) \{(.*?)return true;", vk, re.S)
+    assert _cases(fa_kv_ok[1]) == set(FA_GPU_TYPES["vulkan"])
+    assert "if ((op->src[1]->type == GGML_TYPE_BF16) != (op->src[2]->type == GGML_TYPE_BF16)) {" in vk
+
+
+def _cases(block: str) -> set[str]:
+    return {t.lower() for t in re.findall(r"case GGML_TYPE_(\w+):", block)}
 
 
 @pytest.mark.parametrize("backend", ["rocm", "rocm-debian"])
@@ -96,3 +120,86 @@ def test_a_fallback_row_does_not_count():
     assert "GGML_CUDA_FA_QUANTS" in gate.NOT_COUNTED["fallback"]
     assert gate.row_not_counted(row | {"fa_fallback": False}) is None
     assert gate.row_not_counted(row | {"device_ok": False}) == "off-device"  # the stronger reason first
+
+
+# --- flash attention on the CPU: the GPU backend has no kernel for the K/V types at all ------------------
+
+
+def test_which_pairs_leave_the_gpu():
+    assert gpu_build(PINS.backends["rocm"].cmake_flags) == gpu_build(PINS.backends["rocm-debian"].cmake_flags) == "hip"
+    assert gpu_build(PINS.backends["vulkan"].cmake_flags) == "vulkan"
+    assert gpu_build(PINS.backends["cpu"].cmake_flags) is None
+    assert "iq4_nl" in fa_cpu_reason("hip", "iq4_nl", "f16")
+    assert "iq4_nl" in fa_cpu_reason("hip", "q8_0", "iq4_nl")
+    assert fa_cpu_reason("hip", "bf16", "f16") is None  # HIP converts, it has no bf16 rule
+    assert "bf16" in fa_cpu_reason("vulkan", "bf16", "f16")
+    assert "bf16" in fa_cpu_reason("vulkan", "f16", "bf16")
+    assert fa_cpu_reason("vulkan", "bf16", "bf16") is None
+    assert fa_cpu_reason("vulkan", "iq4_nl", "q8_0") is None
+    assert fa_cpu_reason(None, "iq4_nl", "bf16") is None  # the CPU build runs everything on the CPU anyway
+    kv_all = preset_pairs("kv-all")
+    assert sum(fa_cpu_reason("hip", k, v) is not None for k, v in kv_all) == 17  # iq4_nl as K or V
+    assert sum(fa_cpu_reason("vulkan", k, v) is not None for k, v in kv_all) == 16  # bf16 with another type
+    assert not any(fa_cpu_reason(b, k, v) for b in FA_GPU_TYPES for k, v in preset_pairs("kv"))
+
+
+def test_row_fa_on_cpu_applies_to_flash_attention_rows_of_gpu_builds():
+    vk = PINS.backends["vulkan"].cmake_flags
+    row = {"n_prompt": 512, "n_gen": 0, "flash_attn": True, "type_k": "bf16", "type_v": "f16", "n_gpu_layers": 99}
+    assert row_fa_on_cpu(row, vk) is True  # prompt processing too: the whole op leaves the GPU
+    assert row_fa_on_cpu(row | {"type_v": "bf16"}, vk) is False
+    assert row_fa_on_cpu(row | {"flash_attn": False}, vk) is None
+    assert row_fa_on_cpu(row | {"flash_attn": -1}, vk) is None  # auto: llama.cpp turns it off instead
+    assert row_fa_on_cpu(row | {"n_gpu_layers": 0}, vk) is None
+    assert row_fa_on_cpu(row, PINS.backends["cpu"].cmake_flags) is None
+    assert row_fa_on_cpu(row, PINS.backends["rocm"].cmake_flags) is False
+    assert row_fa_on_cpu(row | {"type_k": "iq4_nl"}, PINS.backends["rocm"].cmake_flags) is True
+
+
+def test_a_row_with_flash_attention_on_the_cpu_does_not_count():
+    row = make_row({"n_gen": 128, "avg_ts": 9.8, "type_k": "bf16", "type_v": "f16"}, fa_on_cpu=True, device_ok=True)
+    assert gate.row_not_counted(row) == "fa-on-cpu"
+    assert "CPU" in gate.NOT_COUNTED["fa-on-cpu"]
+    assert gate.row_not_counted(row | {"fa_on_cpu": False}) is None
+    assert gate.row_not_counted(row | {"device_ok": False}) == "off-device"
+
+
+def _splits(image: str, model: Path, type_k: str, type_v: str) -> int:
+    """The graph splits `llama-bench -v` reports for one K/V pair with flash attention on, on lavapipe."""
+    p = subprocess.run(
+        ["docker", "run", "--rm", "-e", "GGML_VK_VISIBLE_DEVICES=0", "-v", f"{model.parent}:/models:ro", image,
+         "llama-bench", "-v", "-m", f"/models/{model.name}", "-p", "0", "-n", "1", "-r", "1", "-fa", "1",
+         "-ctk", type_k, "-ctv", type_v, "-o", "jsonl"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-800:]
+    assert '"backends": "Vulkan"' in p.stdout, "lavapipe must be the device"
+    found = re.findall(r"sched_reserve: graph: nodes = \d+, splits = (\d+)", p.stderr)
+    assert found, p.stderr[-800:]
+    return int(found[-1])
+
+
+@pytest.mark.container
+def test_the_vulkan_rule_matches_the_graph_splits_on_lavapipe(vulkan_image, tiny_model):
+    """The general signal (docs/pins.md): an op the device has no kernel for adds graph splits. The rule
+    above says which pairs leave the GPU without running anything; llama-bench -v shows it on lavapipe."""
+    pairs = [("f16", "f16"), ("bf16", "f16"), ("f16", "bf16"), ("bf16", "bf16"), ("iq4_nl", "q8_0"), ("q4_0", "q4_0")]
+    splits = {pair: _splits(vulkan_image, tiny_model, *pair) for pair in pairs}
+    fewest = min(splits.values())
+    assert {pair for pair, n in splits.items() if n > fewest} == {p for p in pairs if fa_cpu_reason("vulkan", *p)}, splits
+
+
+@pytest.mark.container
+def test_bench_flags_flash_attention_on_the_cpu_and_does_not_count_it(vulkan_image, bench_settings, tiny_model):
+    from toolbox.analysis.identity import collect
+    from toolbox.run import bench as bench_mod
+    from toolbox.store import runs
+
+    r = bench_mod.bench(bench_settings, matrix=str(MATRICES / "fa-cpu-small.toml"), allow_cpu_vulkan=True)
+    assert r.status == "complete" and r.failed == 0
+    meta, rows = runs.load_run(bench_settings.results_dir, r.run_id)
+    flagged = {(row["type_k"], row["type_v"]): row["fa_on_cpu"] for row in rows}
+    assert flagged == {("f16", "f16"): False, ("bf16", "f16"): True}
+    assert all(row["device_ok"] is True for row in rows)  # the rows' devices say lavapipe: only the rule sees it
+    why = {(res.row["type_k"], res.row["type_v"]): res.not_counted for res in collect([(meta, rows)]).results}
+    assert why == {("f16", "f16"): None, ("bf16", "f16"): "fa-on-cpu"}

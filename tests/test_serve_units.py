@@ -165,6 +165,22 @@ def test_quantized_v_without_flash_attention_is_removed_before_the_run(tmp_path)
     assert [c.params["type_v"] for c in plan.configs] == ["f16"] and "flash attention" in plan.removed[0][1]
 
 
+def test_a_serving_configuration_with_flash_attention_on_the_cpu_does_not_count(tmp_path):
+    """Serving levels go through the same rule as bench rows (toolbox.llamacpp.row_fa_on_cpu) and the same gate."""
+    from toolbox.build.pins import load_pins
+    from toolbox.llamacpp import row_fa_on_cpu
+    from toolbox.store.rows import make_serve_row
+
+    p = tmp_path / "m.toml"
+    p.write_text("[server]\ntype_k=['f16','bf16']\ntype_v=['f16']\nflash_attn=['on','auto']\n[load]\nconcurrency=[1]")
+    plan = expand(*load_serve_matrix(str(p)), ["vulkan"], ["/m/x.gguf"], {})
+    flags = load_pins(REPO / "containers" / "pins.toml").backends["vulkan"].cmake_flags
+    found = {(c.params["type_k"], c.params["flash_attn"]): row_fa_on_cpu(c.params, flags) for c in plan.configs}
+    assert found == {("f16", "on"): False, ("bf16", "on"): True, ("f16", "auto"): None, ("bf16", "auto"): None}
+    row = make_serve_row({"n_ok": 1}, [], status="ok", device_ok=True, fa_on_cpu=True, level="c1")
+    assert row_not_counted(row) == "fa-on-cpu"
+
+
 def test_server_args_use_the_pinned_flags():
     assert server_args({"n_parallel": 4, "kv_unified": True, "flash_attn": "on", "cont_batching": False}) == [
         "-np", "4", "--kv-unified", "-fa", "on", "--no-cont-batching",

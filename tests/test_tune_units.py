@@ -173,10 +173,11 @@ def test_the_winner_is_tested_against_the_runner_up():
 
 @pytest.mark.parametrize(
     "flags, reason",
-    [({"fa_fallback": True}, "fallback"), ({"device_ok": False}, "off-device"), ({}, None)],
+    [({"fa_fallback": True}, "fallback"), ({"fa_on_cpu": True}, "fa-on-cpu"), ({"device_ok": False}, "off-device"), ({}, None)],
 )
 def test_a_candidate_measured_off_its_kernels_does_not_count(flags, reason):
-    """The tuner asks the one quality gate: a row that took the f16 detour is never the recommended configuration."""
+    """The tuner asks the one quality gate: a row that took the f16 detour or ran flash attention on the
+    CPU is never the recommended configuration."""
     from toolbox.quality.gate import NOT_COUNTED
     from toolbox.run.matrix import Case
     from toolbox.tune.measure import Measurer

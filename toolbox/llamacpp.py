@@ -240,6 +240,51 @@ def row_fa_fallback(row: dict, log_text: str, cmake_flags=None) -> bool | None:
     return False
 
 
+# --- FlashAttention that leaves the GPU (no kernel for the K/V types at all) ----------------------------
+
+# The K/V types a GPU backend's FlashAttention takes at the pinned commit. For any other type ggml's
+# scheduler runs the whole op on the CPU, in prompt processing and in generation, and says nothing
+# (llama-bench prints ggml's log only with -v; then the graph shows more splits). HIP:
+# ggml_cuda_fattn_kv_type_supported (ggml/src/ggml-cuda/fattn.cu); Vulkan: supports_op for
+# GGML_OP_FLASH_ATTN_EXT (ggml/src/ggml-vulkan/ggml-vulkan.cpp), where bf16 goes only with bf16.
+FA_GPU_TYPES = {
+    "hip": ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0"),
+    "vulkan": ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl"),
+}
+
+
+def gpu_build(cmake_flags) -> str | None:
+    """'hip' or 'vulkan' for an image built with that GPU backend (its cmake flags), None for a CPU build."""
+    flags = cmake_flags.split() if isinstance(cmake_flags, str) else list(cmake_flags or [])
+    if any(f in ("-DGGML_HIP=ON", "-DGGML_CUDA=ON") for f in flags):
+        return "hip"
+    return "vulkan" if "-DGGML_VULKAN=ON" in flags else None
+
+
+def fa_cpu_reason(build: str | None, type_k, type_v) -> str | None:
+    """Why a GPU build runs FlashAttention for these K/V types on the CPU, None when it has a kernel."""
+    if build not in FA_GPU_TYPES:
+        return None
+    k, v = (str(t or "f16").strip().lower() for t in (type_k, type_v))
+    missing = [t for t in dict.fromkeys((k, v)) if t not in FA_GPU_TYPES[build]]
+    if missing:
+        return f"{build} has no FlashAttention kernel for {' or '.join(missing)}"
+    if build == "vulkan" and (k == "bf16") != (v == "bf16"):
+        return "vulkan takes bf16 K or V only together (bf16 K with bf16 V)"
+    return None
+
+
+def row_fa_on_cpu(row: dict, cmake_flags=None) -> bool | None:
+    """Did this row's FlashAttention run on the CPU for want of a GPU kernel for its K/V types? None when the
+    question does not apply (flash attention not on, a CPU build, no layers offloaded)."""
+    if fa_value(row.get("flash_attn"), strict=False) != 1 or row.get("n_gpu_layers") == 0:
+        return None
+    build = gpu_build(cmake_flags)
+    if build is None:
+        return None
+    return fa_cpu_reason(build, row.get("type_k"), row.get("type_v")) is not None
+
+
 # --- backends -------------------------------------------------------------------------------------------
 
 # The toolbox's backends: an image flavour each (containers/pins.toml [backends.*]).

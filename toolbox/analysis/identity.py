@@ -131,6 +131,7 @@ class Result:
     quality: dict | None = None
     device_ok: bool | None = None
     fa_fallback: bool | None = None
+    fa_on_cpu: bool | None = None
     n_rows: int = 1
     energy: dict | None = None  # toolbox.analysis.energy.pool of the rows' `energy` (telemetry), None without
 
@@ -145,7 +146,7 @@ class Result:
     @property
     def not_counted(self) -> str | None:
         """Why this result is not a result (quality.gate: 'broken', 'off-device'), None when it counts."""
-        return gate.not_counted("ok", self.device_ok, self.verdict, self.fa_fallback)
+        return gate.not_counted("ok", self.device_ok, self.verdict, self.fa_fallback, fa_on_cpu=self.fa_on_cpu)
 
 
 @dataclass
@@ -221,6 +222,7 @@ def collect(
         oks = [r.get("device_ok") for r in rows]
         res.device_ok = False if False in oks else True if oks and all(o is True for o in oks) else None
         res.fa_fallback = True if any(r.get("fa_fallback") for r in rows) else None
+        res.fa_on_cpu = True if any(r.get("fa_on_cpu") for r in rows) else None
         res.energy = energy.pool(rows)
         results.append(res)
     failures = [row for k, row in failed.items() if k not in pools]

@@ -7,7 +7,8 @@ quantized KV cache) counts where the user accepts it.
 Reports, plots, comparisons and the bench summary ask `not_counted()` of every result: a failed row,
 a row that ran on another device than intended (`device_ok` false), a row whose flash attention took
 llama.cpp's f16 detour for want of a compiled kernel (`fa_fallback` true: the number measures the
-build, not the KV type it is labelled with) and broken output are never the
+build, not the KV type it is labelled with), a row whose flash attention ran on the CPU because the GPU
+backend has no kernel for its K/V types (`fa_on_cpu` true) and broken output are never the
 best, never set a colour scale or a ratio, and are shown greyed with the reason it returns. A result
 that was never checked still counts there (most runs are not checked; the check gate above is the
 place that demands a verdict).
@@ -26,6 +27,10 @@ NOT_COUNTED = {
         "no FlashAttention kernel was compiled for these K/V types (fa_fallback): llama.cpp converted K and V to f16"
         " first, so the number measures that detour, not the KV type (build with GGML_CUDA_FA_QUANTS=all)"
     ),
+    "fa-on-cpu": (
+        "the GPU backend has no FlashAttention kernel for these K/V types (fa_on_cpu): ggml ran flash attention on the CPU,"
+        " so the number measures the CPU's part, not the KV type on the GPU"
+    ),
     "cross-talk": "concurrent requests got other answers than the same prompts alone (cross-talk check): its speed means nothing",
 }
 
@@ -36,8 +41,10 @@ def not_counted(
     verdict: str | None = None,
     fa_fallback: bool | None = None,
     crosstalk: str | None = None,
+    fa_on_cpu: bool | None = None,
 ) -> str | None:
-    """The reason a result is not a result ('failed', 'off-device', 'broken', 'fallback', 'cross-talk'; see NOT_COUNTED),
+    """The reason a result is not a result ('failed', 'off-device', 'broken', 'fa-on-cpu', 'fallback', 'cross-talk';
+    see NOT_COUNTED),
     None when it counts.
 
     crosstalk is a serving row's cross-talk verdict: 'differs' means concurrent answers were wrong.
@@ -50,13 +57,15 @@ def not_counted(
         return "cross-talk"
     if device_ok is False:
         return "off-device"
+    if fa_on_cpu:
+        return "fa-on-cpu"
     if fa_fallback:
         return "fallback"
     return None
 
 
 def row_not_counted(row: dict) -> str | None:
-    """not_counted() of one stored row (its status, device_ok, quality verdict, fa_fallback and cross-talk verdict)."""
+    """not_counted() of one stored row (status, device_ok, quality verdict, fa_fallback, cross-talk verdict, fa_on_cpu)."""
     q, ct = row.get("quality"), row.get("crosstalk")
     return not_counted(
         row.get("status"),
@@ -64,6 +73,7 @@ def row_not_counted(row: dict) -> str | None:
         q.get("verdict") if isinstance(q, dict) else None,
         row.get("fa_fallback"),
         ct.get("verdict") if isinstance(ct, dict) else None,
+        row.get("fa_on_cpu"),
     )
 
 

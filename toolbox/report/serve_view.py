@@ -1,7 +1,7 @@
 """Serving runs on screen and in report.md / report.html: one table per configuration (a line per load
 level), the knee where latency explodes, and the latency-vs-throughput plot.
 
-Levels that do not count (quality.gate.not_counted: failed, off-device, cross-talk) are greyed with
+Levels that do not count (quality.gate.not_counted: failed, off-device, fa-on-cpu, cross-talk) are greyed with
 their reason and drawn as grey crosses; they are never a knee or a best point.
 """
 

@@ -32,7 +32,7 @@ from toolbox.engine.container import (
 from toolbox.engine.devices import row_device_ok
 from toolbox.errors import ToolboxError
 from toolbox.files import now_iso
-from toolbox.llamacpp import BACKENDS, row_fa_fallback
+from toolbox.llamacpp import BACKENDS, row_fa_fallback, row_fa_on_cpu
 from toolbox.parse import parse_jsonl_line
 from toolbox.run import hosts
 from toolbox.run import plan as plan_view
@@ -337,6 +337,7 @@ def _run_one(ctx: RunContext, result: BenchResult, group: Group) -> tuple[set[st
             case_id=case.case_id if case else None,
             device_ok=row_device_ok(lb_row, target),
             fa_fallback=row_fa_fallback(lb_row, read_log(stderr_path), cmake_flags),
+            fa_on_cpu=row_fa_on_cpu(lb_row, cmake_flags),
             status="ok",
             **extra,
         )

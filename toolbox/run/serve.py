@@ -25,7 +25,7 @@ from pathlib import Path
 
 from toolbox.build.images import find_images
 from toolbox.build.listing import image_info
-from toolbox.build.pins import image_versions
+from toolbox.build.pins import LABEL_PREFIX, image_versions
 from toolbox.engine import devicelock
 from toolbox.engine.client import docker_client
 from toolbox.engine.container import RUN_ID_LABEL, ContainerSpec, in_container, model_mount, remove_leftovers, tool_help
@@ -33,7 +33,7 @@ from toolbox.engine.devices import device_setup, devices_in_log, log_device_ok
 from toolbox.engine.server import Server, check_port_free, free_port, start_server
 from toolbox.errors import ToolboxError
 from toolbox.files import now_iso
-from toolbox.llamacpp import SERVE_FLAGS, SERVER_PORT, parse_build_info, server_args
+from toolbox.llamacpp import SERVE_FLAGS, SERVER_PORT, parse_build_info, row_fa_on_cpu, server_args
 from toolbox.run import loadgen
 from toolbox.run import serve_stats as st
 from toolbox.run.serve_matrix import Level, ServeConfig, ServePlan, expand, load_serve_matrix
@@ -342,6 +342,7 @@ def _run_level(server: Server, writer, plan: ServePlan, config: ServeConfig, lev
     metrics = st.summarize_level(records, wall, slo)
     crosstalk = _crosstalk(server, plan, level, alone) if alone and level.mode == "concurrency" else None
     ok = metrics["n_ok"] > 0
+    labels = writer.meta.get("images", {}).get(config.backend, {}).get("labels") or {}
     row = make_serve_row(
         metrics,
         [r.to_json() for r in records],
@@ -353,10 +354,11 @@ def _run_level(server: Server, writer, plan: ServePlan, config: ServeConfig, lev
         backend=config.backend,
         image=images[config.backend],
         image_digest=writer.meta.get("images", {}).get(config.backend, {}).get("id"),
-        versions=image_versions(writer.meta.get("images", {}).get(config.backend, {}).get("labels") or {}),  # Mesa, ROCm, the tree
+        versions=image_versions(labels),  # Mesa, ROCm, the tree
         model_sha256={m["path"]: m["sha256"] for m in writer.meta.get("models", [])}.get(config.model),
         model_filename=Path(config.model).name,
         device_ok=facts.get("device_ok"),
+        fa_on_cpu=row_fa_on_cpu(config.params, labels.get(f"{LABEL_PREFIX}.cmake-flags")),  # flash attention without a GPU kernel
         level=level.name,
         mode=level.mode,
         concurrency=int(level.value) if level.mode == "concurrency" else None,
