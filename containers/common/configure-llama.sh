@@ -17,7 +17,7 @@ if [ -n "$unused" ]; then
   exit 3
 fi
 # ccache for every language the build compiles: HIP units too (clang -x hip), else a one-file change
-# recompiles every FlashAttention and matrix kernel of the ROCm build (an hour on 2 cores).
+# recompiles every FlashAttention and matrix kernel of the ROCm build (30 min on 2 cores; 44 s with it).
 hip_launcher=""
 case " $* " in *" -DGGML_HIP=ON "*) hip_launcher="-DCMAKE_HIP_COMPILER_LAUNCHER=ccache" ;; esac
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
