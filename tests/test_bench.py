@@ -13,6 +13,7 @@ import pytest
 
 from toolbox.engine.container import CONTAINER_LABEL
 from toolbox.errors import ToolboxError
+from toolbox.quality.gate import row_not_counted
 from toolbox.run import bench as bench_mod
 from toolbox.run.matrix import expand, load_matrix
 from toolbox.store import runs as results
@@ -247,7 +248,7 @@ def test_reports_comparisons_and_export_on_real_kv_runs_from_both_images(cpu_ima
     assert len(cr.lines) == 48 and all(line.mark == "untested" and line.ratio for line in cr.lines), (
         "one repetition: ratios, but no significance test"
     )
-    path, n = ex.export(bench_settings, [cpu.run_id, vk.run_id], "sqlite")
+    path, n = ex.export(bench_settings, [cpu.run_id, vk.run_id], "sqlite", not_counted=row_not_counted)
     assert n == 96
     with sqlite3.connect(path) as db:
         assert db.execute("select count(*), count(distinct backends) from llama_bench").fetchone() == (96, 2)

@@ -11,6 +11,7 @@ import pytest
 from helpers import DEPTH, IMPORTED, KV, NEW_KV
 
 from toolbox.errors import ToolboxError
+from toolbox.quality.gate import row_not_counted
 from toolbox.store import export as ex
 
 
@@ -41,7 +42,7 @@ def test_sqlite_columns_are_the_pinned_llama_bench_fields(llama_cpp_tree):
 
 
 def test_sqlite_export_schema_and_values(results, tmp_path):
-    path, n = ex.export(results, [DEPTH], "sqlite", out=tmp_path / "d.sqlite")
+    path, n = ex.export(results, [DEPTH], "sqlite", out=tmp_path / "d.sqlite", not_counted=row_not_counted)
     assert n == 16  # 20 rows, 4 failed: llama-bench writes only finished tests
     con = sqlite3.connect(path)
     cols = [(r[1], r[2]) for r in con.execute("PRAGMA table_info(llama_bench)")]
@@ -65,7 +66,7 @@ def test_sqlite_export_schema_and_values(results, tmp_path):
 
 
 def test_old_log_missing_fields_get_llama_bench_defaults_not_null(results, tmp_path):
-    path, n = ex.export(results, [IMPORTED], "sqlite", out=tmp_path / "i.sqlite")
+    path, n = ex.export(results, [IMPORTED], "sqlite", out=tmp_path / "i.sqlite", not_counted=row_not_counted)
     con = sqlite3.connect(path)
     nulls = [
         f
@@ -76,11 +77,51 @@ def test_old_log_missing_fields_get_llama_bench_defaults_not_null(results, tmp_p
     assert con.execute("SELECT DISTINCT n_batch, tensor_buft_overrides FROM llama_bench").fetchall() == [(2048, "none")]
 
 
+def test_sqlite_says_which_rows_do_not_count_and_appends_to_an_older_file(tmp_path):
+    """toolbox_rows carries fa_fallback, fa_on_cpu and the gate's reason; a file written before those
+    columns existed (15 columns) takes an --append and gains them."""
+    from toolbox.store.rows import make_row
+
+    lb = {"n_prompt": 0, "n_gen": 32, "avg_ts": 80.0, "samples_ts": [80.0], "type_k": "f16", "type_v": "f16"}
+    rows = [
+        make_row(lb, case_id="a", device_ok=True, fa_on_cpu=False),
+        make_row(lb | {"type_k": "bf16", "avg_ts": 9.8}, case_id="b", device_ok=True, fa_on_cpu=True),
+        make_row(lb | {"type_k": "q8_0"}, case_id="c", device_ok=True, fa_fallback=True),
+        make_row(lb, case_id="d", device_ok=False),
+    ]
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TABLE toolbox_rows (llama_bench_rowid INTEGER, run_id TEXT, case_id TEXT, group_id TEXT, status TEXT, error TEXT, "
+        "backend TEXT, image TEXT, image_digest TEXT, env TEXT, model_sha256 TEXT, device_ok INTEGER, quality TEXT, "
+        "samples_ns TEXT, samples_ts TEXT)"
+    )
+    con.execute("INSERT INTO toolbox_rows (run_id, case_id, status) VALUES ('old', 'z', 'ok')")
+    con.commit()
+    con.close()
+    assert ex.write_sqlite([({"run_id": "new"}, rows)], path, append=True, not_counted=row_not_counted) == 4
+    con = sqlite3.connect(path)
+    got = con.execute("SELECT case_id, fa_on_cpu, fa_fallback, not_counted FROM toolbox_rows ORDER BY case_id").fetchall()
+    assert got == [
+        ("a", 0, None, None),
+        ("b", 1, None, "fa-on-cpu"),
+        ("c", None, 1, "fallback"),
+        ("d", None, None, "off-device"),
+        ("z", None, None, None),  # the older file's row, kept
+    ]
+    counted = "SELECT l.avg_ts FROM llama_bench l JOIN toolbox_rows t ON l.rowid = t.llama_bench_rowid WHERE t.not_counted IS NULL"
+    assert [r[0] for r in con.execute(counted)] == [80.0]
+    import pandas as pd
+
+    csv, _ = ex.export_runs([({"run_id": "new"}, rows)], "csv", tmp_path / "x.csv", not_counted=row_not_counted)
+    assert pd.read_csv(csv)["not_counted"].fillna("").tolist() == ["", "fa-on-cpu", "fallback", "off-device"]
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
 def test_tabular_and_jsonl_round_trip(results, tmp_path, fmt):
     import pandas as pd
 
-    path, n = ex.export(results, [KV, IMPORTED], fmt, out=tmp_path / f"x.{fmt}")
+    path, n = ex.export(results, [KV, IMPORTED], fmt, out=tmp_path / f"x.{fmt}", not_counted=row_not_counted)
     assert n == 102
     if fmt == "jsonl":
         rows = [json.loads(x) for x in path.read_text().splitlines()]
@@ -96,18 +137,18 @@ def test_tabular_and_jsonl_round_trip(results, tmp_path, fmt):
 
 
 def test_default_path_beside_the_run_and_bad_format(results):
-    path, _ = ex.export(results, [KV], "sqlite")
+    path, _ = ex.export(results, [KV], "sqlite", not_counted=row_not_counted)
     assert path == results.results_dir / KV / f"{KV}.sqlite"
     with pytest.raises(ToolboxError, match="choose one of csv, parquet, sqlite, jsonl"):
-        ex.export(results, [KV], "xlsx")
+        ex.export(results, [KV], "xlsx", not_counted=row_not_counted)
 
 
 def test_compare_llama_bench_reads_the_export(results, tmp_path, llama_cpp_tree):
     pytest.importorskip("tabulate", reason="compare-llama-bench.py needs tabulate")
     pytest.importorskip("git", reason="compare-llama-bench.py needs GitPython")
     db = tmp_path / "llama-bench.sqlite"
-    ex.export(results, [KV], "sqlite", out=db)
-    ex.export(results, [NEW_KV], "sqlite", out=db, append=True)
+    ex.export(results, [KV], "sqlite", out=db, not_counted=row_not_counted)
+    ex.export(results, [NEW_KV], "sqlite", out=db, append=True, not_counted=row_not_counted)
     script = llama_cpp_tree / "scripts" / "compare-llama-bench.py"
     r = subprocess.run(
         [sys.executable, str(script), "-i", str(db), "-b", "0c1e5709", "-c", "9f3d2a71"],

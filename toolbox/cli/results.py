@@ -112,7 +112,8 @@ def results(c, json=False):
 )
 def export(c, run_ids=None, format="sqlite", out=None, append=False):
     """Export runs (invoke export [RUN ...]) as CSV, Parquet, SQLite (readable by llama.cpp's compare-llama-bench.py) or JSONL."""
+    from toolbox.quality.gate import row_not_counted
     from toolbox.store.export import export as export_runs
 
-    path, n = export_runs(settings(), run_ids or None, format, out=out, append=append)
+    path, n = export_runs(settings(), run_ids or None, format, out=out, append=append, not_counted=row_not_counted)
     print(f"{path}: {n} rows")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from toolbox.errors import ToolboxError
@@ -111,8 +112,49 @@ def llama_bench_record(row: dict) -> dict:
     return rec
 
 
-def write_sqlite(runs: list[tuple[dict, list[dict]]], path: Path, append: bool = False) -> int:
-    """Write the llama_bench, toolbox_rows and toolbox_runs tables; returns the number of llama_bench rows."""
+NotCounted = Callable[[dict], "str | None"]
+
+# toolbox_rows: our fields beside llama-bench's table, linked by llama_bench_rowid. not_counted is the
+# quality gate's reason (quality/gate.py: failed, off-device, broken, fa-on-cpu, fallback, cross-talk).
+ROWS_TABLE_COLUMNS = (
+    ("llama_bench_rowid", "INTEGER"),
+    ("run_id", "TEXT"),
+    ("case_id", "TEXT"),
+    ("group_id", "TEXT"),
+    ("status", "TEXT"),
+    ("error", "TEXT"),
+    ("backend", "TEXT"),
+    ("image", "TEXT"),
+    ("image_digest", "TEXT"),
+    ("env", "JSON"),
+    ("model_sha256", "TEXT"),
+    ("device_ok", "INTEGER"),
+    ("quality", "JSON"),
+    ("samples_ns", "JSON"),
+    ("samples_ts", "JSON"),
+    ("fa_fallback", "INTEGER"),
+    ("fa_on_cpu", "INTEGER"),
+    ("not_counted", "TEXT"),
+)
+
+
+def _sql_kind(kind: str) -> str:
+    return "TEXT" if kind == "JSON" else kind  # JSON as text: SQLite would give a "JSON" column numeric affinity
+
+
+def _toolbox_value(kind: str, v):
+    """A toolbox_rows value: JSON as text, INTEGER flags as 0/1, NULL stays NULL."""
+    if v is None:
+        return None
+    if kind == "JSON":
+        return json.dumps(v)
+    return int(bool(v)) if kind == "INTEGER" else v
+
+
+def write_sqlite(runs: list[tuple[dict, list[dict]]], path: Path, append: bool = False, *, not_counted: NotCounted) -> int:
+    """Write the llama_bench, toolbox_rows and toolbox_runs tables; returns the number of llama_bench rows.
+
+    not_counted: the quality gate's reason for a row (quality.gate.row_not_counted, a layer above the store)."""
     path = Path(path)
     if path.exists() and not append:
         path.unlink()
@@ -120,11 +162,14 @@ def write_sqlite(runs: list[tuple[dict, list[dict]]], path: Path, append: bool =
     try:
         cols = ", ".join(f"{f} {sql_type(f)}" for f in LLAMA_BENCH_FIELDS)
         con.execute(f"CREATE TABLE IF NOT EXISTS llama_bench ({cols})")
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS toolbox_rows (llama_bench_rowid INTEGER, run_id TEXT, case_id TEXT, group_id TEXT, "
-            "status TEXT, error TEXT, backend TEXT, image TEXT, image_digest TEXT, env TEXT, model_sha256 TEXT, "
-            "device_ok INTEGER, quality TEXT, samples_ns TEXT, samples_ts TEXT)"
-        )
+        cols = ", ".join(f"{name} {_sql_kind(kind)}" for name, kind in ROWS_TABLE_COLUMNS)
+        con.execute(f"CREATE TABLE IF NOT EXISTS toolbox_rows ({cols})")
+        have = {r[1] for r in con.execute("PRAGMA table_info(toolbox_rows)")}
+        for name, kind in ROWS_TABLE_COLUMNS:  # a file an earlier toolbox wrote (--append) gains the newer columns
+            if name not in have:
+                con.execute(f"ALTER TABLE toolbox_rows ADD COLUMN {name} {_sql_kind(kind)}")
+        names = [name for name, _ in ROWS_TABLE_COLUMNS]
+        insert_ours = f"INSERT INTO toolbox_rows ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
         con.execute("CREATE TABLE IF NOT EXISTS toolbox_runs (run_id TEXT PRIMARY KEY, run_json TEXT)")
         placeholders = ", ".join("?" for _ in LLAMA_BENCH_FIELDS)
         insert = f"INSERT INTO llama_bench ({', '.join(LLAMA_BENCH_FIELDS)}) VALUES ({placeholders})"
@@ -138,35 +183,22 @@ def write_sqlite(runs: list[tuple[dict, list[dict]]], path: Path, append: bool =
                     rec = llama_bench_record(row)
                     rowid = con.execute(insert, [rec[f] for f in LLAMA_BENCH_FIELDS]).lastrowid
                     n += 1
-                dev = row.get("device_ok")
-                con.execute(
-                    "INSERT INTO toolbox_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        rowid,
-                        row.get("run_id") or run_id,
-                        row.get("case_id"),
-                        row.get("group_id"),
-                        row.get("status") or "ok",
-                        row.get("error"),
-                        row.get("backend"),
-                        row.get("image"),
-                        row.get("image_digest"),
-                        json.dumps(row.get("env")) if row.get("env") is not None else None,
-                        row.get("model_sha256"),
-                        None if dev is None else int(bool(dev)),
-                        json.dumps(row.get("quality")) if row.get("quality") is not None else None,
-                        json.dumps(row.get("samples_ns")) if row.get("samples_ns") is not None else None,
-                        json.dumps(row.get("samples_ts")) if row.get("samples_ts") is not None else None,
-                    ),
-                )
+                ours = {
+                    "llama_bench_rowid": rowid,
+                    "run_id": row.get("run_id") or run_id,
+                    "status": row.get("status") or "ok",
+                    "not_counted": not_counted(row),
+                }
+                con.execute(insert_ours, [ours[n] if n in ours else _toolbox_value(k, row.get(n)) for n, k in ROWS_TABLE_COLUMNS])
         con.commit()
     finally:
         con.close()
     return n
 
 
-def frame(runs: list[tuple[dict, list[dict]]], samples_as_json: bool):
-    """All rows of the runs as one DataFrame: nested values as JSON text, samples as lists or JSON text."""
+def frame(runs: list[tuple[dict, list[dict]]], samples_as_json: bool, not_counted: NotCounted | None = None):
+    """All rows of the runs as one DataFrame: nested values as JSON text, samples as lists or JSON text;
+    with not_counted, a column of the quality gate's reason (None where the row counts)."""
     import pandas as pd
 
     from toolbox.llamacpp import FIELDS
@@ -178,6 +210,8 @@ def frame(runs: list[tuple[dict, list[dict]]], samples_as_json: bool):
             r = dict(row)
             r["run_id"] = r.get("run_id") or (meta or {}).get("run_id")
             r["kind"] = (meta or {}).get("kind")
+            if not_counted is not None:
+                r["not_counted"] = not_counted(row)
             for k in NESTED:
                 if k in r:
                     r[k] = None if r[k] is None else json.dumps(r[k], sort_keys=True, default=str)
@@ -188,7 +222,7 @@ def frame(runs: list[tuple[dict, list[dict]]], samples_as_json: bool):
                 else:
                     r[k] = None if v is None else [float(x) for x in v]
             recs.append(r)
-    cols = ["run_id", "kind", *OUR_FIELDS, *FIELDS]
+    cols = ["run_id", "kind", *(["not_counted"] if not_counted is not None else []), *OUR_FIELDS, *FIELDS]
     df = pd.DataFrame(recs)
     for c in cols:
         if c not in df.columns:
@@ -203,7 +237,9 @@ def frame(runs: list[tuple[dict, list[dict]]], samples_as_json: bool):
     return df
 
 
-def export_runs(runs: list[tuple[dict, list[dict]]], fmt: str, out: Path, append: bool = False) -> tuple[Path, int]:
+def export_runs(
+    runs: list[tuple[dict, list[dict]]], fmt: str, out: Path, append: bool = False, *, not_counted: NotCounted
+) -> tuple[Path, int]:
     """Write the runs in one format to `out`; returns (path, rows written)."""
     if fmt not in FORMATS:
         raise ToolboxError(f"unknown export format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
@@ -214,7 +250,7 @@ def export_runs(runs: list[tuple[dict, list[dict]]], fmt: str, out: Path, append
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "sqlite":
             try:
-                return out, write_sqlite(runs, out, append=append)
+                return out, write_sqlite(runs, out, append=append, not_counted=not_counted)
             except sqlite3.DatabaseError as exc:
                 raise ToolboxError(
                     f"--append: {out} is not a SQLite database this export can add to ({exc})",
@@ -228,7 +264,7 @@ def export_runs(runs: list[tuple[dict, list[dict]]], fmt: str, out: Path, append
                         f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
                         n += 1
             return out, n
-        df = frame(runs, samples_as_json=(fmt == "csv"))
+        df = frame(runs, samples_as_json=(fmt == "csv"), not_counted=not_counted)
         if fmt == "csv":
             df.to_csv(out, index=False)
         else:
@@ -241,7 +277,9 @@ def export_runs(runs: list[tuple[dict, list[dict]]], fmt: str, out: Path, append
         raise ToolboxError(f"cannot write {out}: {exc.strerror or exc}", "pass a writable path with --out") from None
 
 
-def export(settings, run_ids: list[str] | None, fmt: str, out: Path | None = None, append: bool = False) -> tuple[Path, int]:
+def export(
+    settings, run_ids: list[str] | None, fmt: str, out: Path | None = None, append: bool = False, *, not_counted: NotCounted
+) -> tuple[Path, int]:
     """`invoke export RUN [RUN ...] --format ...`: default file beside the (last) run: <run_id>.<ext>."""
     from toolbox.store.runs import load_runs
 
@@ -252,4 +290,4 @@ def export(settings, run_ids: list[str] | None, fmt: str, out: Path | None = Non
     if out is None:
         ext = {"sqlite": "sqlite"}.get(fmt, fmt)
         out = Path(settings.results_dir) / ids[-1] / f"{'+'.join(ids)}.{ext}"
-    return export_runs(runs, fmt, Path(out), append=append)
+    return export_runs(runs, fmt, Path(out), append=append, not_counted=not_counted)
