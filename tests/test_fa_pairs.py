@@ -151,6 +151,7 @@ def test_row_fa_on_cpu_applies_to_flash_attention_rows_of_gpu_builds():
     assert row_fa_on_cpu(row | {"flash_attn": False}, vk) is None
     assert row_fa_on_cpu(row | {"flash_attn": -1}, vk) is None  # auto: llama.cpp turns it off instead
     assert row_fa_on_cpu(row | {"n_gpu_layers": 0}, vk) is None
+    assert row_fa_on_cpu(row | {"no_kv_offload": True}, vk) is None  # the KV cache on the CPU by choice
     assert row_fa_on_cpu(row, PINS.backends["cpu"].cmake_flags) is None
     assert row_fa_on_cpu(row, PINS.backends["rocm"].cmake_flags) is False
     assert row_fa_on_cpu(row | {"type_k": "iq4_nl"}, PINS.backends["rocm"].cmake_flags) is True

@@ -276,8 +276,9 @@ def fa_cpu_reason(build: str | None, type_k, type_v) -> str | None:
 
 def row_fa_on_cpu(row: dict, cmake_flags=None) -> bool | None:
     """Did this row's FlashAttention run on the CPU for want of a GPU kernel for its K/V types? None when the
-    question does not apply (flash attention not on, a CPU build, no layers offloaded)."""
-    if fa_value(row.get("flash_attn"), strict=False) != 1 or row.get("n_gpu_layers") == 0:
+    question does not apply (flash attention not on, a CPU build, no layers offloaded, the KV cache kept on
+    the CPU on purpose with no_kv_offload)."""
+    if fa_value(row.get("flash_attn"), strict=False) != 1 or row.get("n_gpu_layers") == 0 or row.get("no_kv_offload"):
         return None
     build = gpu_build(cmake_flags)
     if build is None:
