@@ -145,7 +145,7 @@ class Result:
 
     @property
     def not_counted(self) -> str | None:
-        """Why this result is not a result (quality.gate: 'broken', 'off-device'), None when it counts."""
+        """Why this result is not a result (quality.gate.not_counted's reason), None when it counts."""
         return gate.not_counted("ok", self.device_ok, self.verdict, self.fa_fallback, fa_on_cpu=self.fa_on_cpu)
 
 

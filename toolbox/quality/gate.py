@@ -43,9 +43,8 @@ def not_counted(
     crosstalk: str | None = None,
     fa_on_cpu: bool | None = None,
 ) -> str | None:
-    """The reason a result is not a result ('failed', 'off-device', 'broken', 'fa-on-cpu', 'fallback', 'cross-talk';
-    see NOT_COUNTED),
-    None when it counts.
+    """The reason a result is not a result, None when it counts: 'failed', 'broken', 'cross-talk', 'off-device',
+    'fa-on-cpu' or 'fallback', the first that applies in that order (see NOT_COUNTED).
 
     crosstalk is a serving row's cross-talk verdict: 'differs' means concurrent answers were wrong.
     """
