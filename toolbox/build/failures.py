@@ -6,6 +6,8 @@ from pathlib import Path
 
 from toolbox.errors import ToolboxError
 
+_OFFLINE_BY_ITSELF = "it builds offline by itself when no registry answers; add --offline to make sure"
+
 # What a build log says -> what the user should do. First match wins.
 BUILD_FAILURES = (
     ("no space left on device", "the disk filled up during the build", "free space (docker system prune, df -h) and build again"),
@@ -21,22 +23,10 @@ BUILD_FAILURES = (
         "remove or fix it in cmake_flags in containers/pins.toml",
     ),
     ("does not match tree_sha256", "the fetched llama.cpp tree does not match the pin", "fix commit / tree_sha256 in containers/pins.toml"),
-    (
-        "failed to resolve source metadata",
-        "the base image can't be pulled (no registry reachable?)",
-        "it builds offline by itself when no registry answers; add --offline to make sure",
-    ),
+    ("failed to resolve source metadata", "the base image can't be pulled (no registry reachable?)", _OFFLINE_BY_ITSELF),
     ("pull access denied", "the base image can't be pulled", "docker login, or add --offline"),
-    (
-        "dial tcp",
-        "the network is not reachable from the build",
-        "it builds offline by itself when no registry answers; add --offline to make sure",
-    ),
-    (
-        "Could not resolve",
-        "the network is not reachable from the build",
-        "it builds offline by itself when no registry answers; add --offline to make sure",
-    ),
+    ("dial tcp", "the network is not reachable from the build", _OFFLINE_BY_ITSELF),
+    ("Could not resolve", "the network is not reachable from the build", _OFFLINE_BY_ITSELF),
 )
 
 

@@ -189,7 +189,9 @@ def write_sqlite(runs: list[tuple[dict, list[dict]]], path: Path, append: bool =
                     "status": row.get("status") or "ok",
                     "not_counted": not_counted(row),
                 }
-                con.execute(insert_ours, [ours[n] if n in ours else _toolbox_value(k, row.get(n)) for n, k in ROWS_TABLE_COLUMNS])
+                con.execute(
+                    insert_ours, [ours[col] if col in ours else _toolbox_value(kind, row.get(col)) for col, kind in ROWS_TABLE_COLUMNS]
+                )
         con.commit()
     finally:
         con.close()
