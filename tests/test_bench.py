@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from toolbox.engine.container import CONTAINER_LABEL
+from toolbox.engine.container import CONTAINER_LABEL, find_containers
 from toolbox.errors import ToolboxError
 from toolbox.quality.gate import row_not_counted
 from toolbox.run import bench as bench_mod
@@ -101,9 +101,7 @@ def test_ctrl_c_keeps_finished_rows_and_resume_completes_the_run(cpu_image, tmp_
     meta, kept = results.load_run(tmp_path, run_id)
     assert meta["status"] == "interrupted"
     assert 3 <= len(kept) < 16 and all(r["status"] == "ok" for r in kept)
-    assert not docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={run_id}"}), (
-        "containers left behind"
-    )
+    assert not find_containers(docker.from_env(), label=f"org.strix-toolbox.run-id={run_id}"), "containers left behind"
 
     p = invoke("bench", "--resume", run_id, results_dir=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -125,7 +123,7 @@ def test_a_container_killed_mid_group_loses_nothing_and_the_run_goes_on(cpu_imag
         while time.monotonic() - t0 < 300:
             rows = list(bench_settings.results_dir.glob("*/rows.jsonl"))
             if rows and len(rows[0].read_text().splitlines()) >= 1:
-                for c in client.containers.list(filters={"label": CONTAINER_LABEL}):
+                for c in find_containers(client, running=True, label=CONTAINER_LABEL):
                     c.kill()
                     done["killed"] = True
                 return
@@ -224,7 +222,7 @@ def test_a_group_past_its_timeout_is_recorded_as_timeout(cpu_image, bench_settin
     meta, rows = results.load_run(bench_settings.results_dir, r.run_id)
     assert r.status == "failed" and r.ok == 0
     assert rows and all(x["status"] == "timeout" and x["error"].startswith("timeout after 2 s") for x in rows)
-    assert not docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={r.run_id}"})
+    assert not find_containers(docker.from_env(), label=f"org.strix-toolbox.run-id={r.run_id}")
 
 
 @pytest.mark.container

@@ -16,6 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from toolbox.engine.container import find_containers
 from toolbox.errors import ToolboxError
 from toolbox.files import append_line
 from toolbox.store import runs as results
@@ -84,7 +85,7 @@ def test_a_disk_that_fills_mid_run_ends_it_cleanly_and_resume_completes_it(cpu_i
         meta, kept = results.load_run(out, run_id)
     assert meta["status"] == "failed" and "No space left on device" in meta["error"]
     assert 2 <= len(kept) < 16 and all(r["status"] == "ok" for r in kept)
-    assert not docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={run_id}"})
+    assert not find_containers(docker.from_env(), label=f"org.strix-toolbox.run-id={run_id}")
 
     filler.unlink()
     p = subprocess.run(["invoke", "bench", "--resume", run_id], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -17,6 +17,7 @@ import docker
 import pytest
 from test_bench import _wait_for_rows
 
+from toolbox.engine.container import find_containers
 from toolbox.store import liveness
 from toolbox.store import runs as results
 
@@ -32,7 +33,7 @@ def _bench(results_dir: Path) -> subprocess.Popen:
 
 
 def _containers(run_id: str) -> list:
-    return docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={run_id}"})
+    return find_containers(docker.from_env(), label=f"org.strix-toolbox.run-id={run_id}")
 
 
 @pytest.mark.container

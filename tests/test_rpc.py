@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from toolbox.engine.container import find_containers
 from toolbox.engine.devices import row_device_ok
 from toolbox.engine.rpc import Endpoint, parse_endpoint, parse_workers
 from toolbox.errors import ToolboxError
@@ -99,7 +100,7 @@ def network():
     client = docker.from_env()
     net = client.networks.create(f"strix-rpc-test-{secrets.token_hex(3)}", driver="bridge", labels={"org.strix-toolbox.test": "rpc"})
     yield net.name
-    for c in client.containers.list(all=True, filters={"network": net.name}):
+    for c in find_containers(client, network=net.name):
         c.remove(force=True)
     net.remove()
 
@@ -179,7 +180,7 @@ def test_a_worker_of_another_build_is_refused_before_anything_runs(cpu_image, ti
             bench(bench_settings, matrix="default", backend="cpu", models=[str(tiny_model)], rpc=[f"{w['name']}:50052"])
         assert not bench_settings.results_dir.exists() or not any(bench_settings.results_dir.iterdir())
     finally:
-        for c in client.containers.list(all=True, filters={"ancestor": fake}):
+        for c in find_containers(client, ancestor=fake):
             c.remove(force=True)
         client.images.remove(fake, force=True)
 

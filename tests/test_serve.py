@@ -13,6 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from toolbox.engine.container import find_containers
 from toolbox.store import runs as results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ def only_run(results_dir: Path) -> tuple[dict, list[dict]]:
 
 
 def leftovers(run_id: str) -> list:
-    return docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={run_id}"})
+    return find_containers(docker.from_env(), label=f"org.strix-toolbox.run-id={run_id}")
 
 
 @pytest.mark.container
@@ -90,7 +91,7 @@ def test_the_server_killed_mid_sweep_keeps_finished_levels_and_resume_completes(
     while time.monotonic() < deadline and proc.poll() is None:
         rows_files = list(tmp_path.glob("*/rows.jsonl"))
         if rows_files and rows_files[0].read_text().count("\n") >= 1:
-            for c in client.containers.list(filters={"label": "org.strix-toolbox.serve-config"}):
+            for c in find_containers(client, running=True, label="org.strix-toolbox.serve-config"):
                 if c.labels.get("org.strix-toolbox.run-id") == rows_files[0].parent.name:
                     c.kill()
                     killed = True

@@ -22,6 +22,7 @@ from toolbox.build import side as sd
 from toolbox.build.images import image_tag, inputs_hash
 from toolbox.build.pins import build_args, image_versions, load_pins
 from toolbox.build.source import given_source, tree_hash
+from toolbox.engine.container import find_containers
 from toolbox.errors import ToolboxError
 from toolbox.llamacpp import build_text, parse_build_info
 from toolbox.parse import parse, rows_of
@@ -325,6 +326,6 @@ def test_a_side_variant_builds_and_benches_beside_the_pinned_image(cpu_image, ti
         assert w["image"] == r.tag and w["binary"] == "ggml-rpc-server" and w["devices"][0].startswith("CPU")
         assert w["name"] == f"strix-rpc-cpu-{tree[:12]}-50052"
     finally:
-        for c in client.containers.list(all=True, filters={"network": net.name}):
+        for c in find_containers(client, network=net.name):
             c.remove(force=True)
         net.remove()

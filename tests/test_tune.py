@@ -15,6 +15,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from toolbox.engine.container import find_containers
 from toolbox.store import runs as results
 from toolbox.store.quality import load as load_quality
 
@@ -113,7 +114,7 @@ def test_ctrl_c_keeps_what_was_measured_and_resume_finishes(cpu_image, tmp_path)
     [rid] = runs_in(tmp_path)
     meta, kept = results.load_run(tmp_path, rid)
     assert meta["status"] == "interrupted" and kept
-    assert not docker.from_env().containers.list(all=True, filters={"label": f"org.strix-toolbox.run-id={rid}"})
+    assert not find_containers(docker.from_env(), label=f"org.strix-toolbox.run-id={rid}")
 
     p = invoke("tune", "--resume", rid[-6:], results_dir=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]

@@ -261,11 +261,20 @@ def remove(container) -> None:
         pass
 
 
+def find_containers(client, *, running: bool = False, **filters) -> list:
+    """The containers matching Docker's `filters` (every state, or only running ones).
+
+    A container that goes while the list is read (one whose removal a killed toolbox had already
+    asked for) is left out: docker-py would raise NotFound when it inspects it.
+    """
+    return client.containers.list(all=not running, filters=filters, ignore_removed=True)
+
+
 def remove_leftovers(client, run_id: str | None = None) -> int:
     """Remove containers a crashed or interrupted toolbox left behind (found by label; one run's, or all)."""
     label = f"{RUN_ID_LABEL}={run_id}" if run_id else CONTAINER_LABEL
     n = 0
-    for c in client.containers.list(all=True, filters={"label": label}):
+    for c in find_containers(client, label=label):
         remove(c)
         n += 1
     return n

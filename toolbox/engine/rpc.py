@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolbox.engine.container import ContainerSpec, run_to_end, start, writable_dir
+from toolbox.engine.container import ContainerSpec, find_containers, run_to_end, start, writable_dir
 from toolbox.engine.devices import DeviceSetup
 from toolbox.errors import ToolboxError
 from toolbox.llamacpp import RPC_PROTO_VERSION, RPC_SERVER_NAMES
@@ -196,7 +196,7 @@ def find_worker(client, ep: Endpoint):
     port is the one the container publishes.
     """
     local = _is_this_machine(ep.host)
-    for c in client.containers.list(filters={"label": WORKER_LABEL, "status": "running"}):
+    for c in find_containers(client, running=True, label=WORKER_LABEL):
         inner = int(c.labels.get(WORKER_LABEL) or 0)
         nets = c.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
         names = {c.name, c.id[:12], c.id}

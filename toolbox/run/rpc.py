@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 
 from toolbox.engine.client import docker_client
+from toolbox.engine.container import find_containers, remove
 from toolbox.engine.rpc import (
     DEFAULT_PORT,
     LABEL_PREFIX,
@@ -135,7 +136,7 @@ def start_worker(
     setup = device_setup(load_pins(settings.pins_file).runs_on(backend), settings.host_root, allow_cpu_vulkan)
     image = find_images(settings, client, [backend], build_missing)[backend]
     name = name or f"strix-rpc-{backend.replace(':', '-').replace('@', '-')}-{port}"
-    if any(c.name == name for c in client.containers.list(all=True, filters={"name": name})):
+    if any(c.name == name for c in find_containers(client, name=name)):
         raise ToolboxError(
             f"a container named {name} exists already", f"stop it (invoke rpc-worker --stop, or docker rm -f {name}) or give --container"
         )
@@ -160,9 +161,9 @@ def stop_workers(client=None) -> list[str]:
     """Remove every RPC worker the toolbox started on this engine; their names."""
     client = client or docker_client()
     names = []
-    for c in client.containers.list(all=True, filters={"label": WORKER_LABEL}):
+    for c in find_containers(client, label=WORKER_LABEL):
         names.append(c.name)
-        c.remove(force=True)
+        remove(c)
     return names
 
 
