@@ -115,7 +115,7 @@ def llama_bench_record(row: dict) -> dict:
 NotCounted = Callable[[dict], "str | None"]
 
 # toolbox_rows: our fields beside llama-bench's table, linked by llama_bench_rowid. not_counted is the
-# quality gate's reason (quality/gate.py: failed, off-device, broken, fa-on-cpu, fallback, cross-talk).
+# quality gate's reason (quality/gate.py: failed, broken, cross-talk, off-device, fa-on-cpu, fallback).
 ROWS_TABLE_COLUMNS = (
     ("llama_bench_rowid", "INTEGER"),
     ("run_id", "TEXT"),
@@ -198,9 +198,9 @@ def write_sqlite(runs: list[tuple[dict, list[dict]]], path: Path, append: bool =
     return n
 
 
-def frame(runs: list[tuple[dict, list[dict]]], samples_as_json: bool, not_counted: NotCounted | None = None):
-    """All rows of the runs as one DataFrame: nested values as JSON text, samples as lists or JSON text;
-    with not_counted, a column of the quality gate's reason (None where the row counts)."""
+def frame(runs: list[tuple[dict, list[dict]]], samples_as_json: bool, *, not_counted: NotCounted):
+    """All rows of the runs as one DataFrame: nested values as JSON text, samples as lists or JSON text,
+    and a column of the quality gate's reason (None where the row counts)."""
     import pandas as pd
 
     from toolbox.llamacpp import FIELDS
@@ -212,8 +212,7 @@ def frame(runs: list[tuple[dict, list[dict]]], samples_as_json: bool, not_counte
             r = dict(row)
             r["run_id"] = r.get("run_id") or (meta or {}).get("run_id")
             r["kind"] = (meta or {}).get("kind")
-            if not_counted is not None:
-                r["not_counted"] = not_counted(row)
+            r["not_counted"] = not_counted(row)
             for k in NESTED:
                 if k in r:
                     r[k] = None if r[k] is None else json.dumps(r[k], sort_keys=True, default=str)
@@ -224,7 +223,7 @@ def frame(runs: list[tuple[dict, list[dict]]], samples_as_json: bool, not_counte
                 else:
                     r[k] = None if v is None else [float(x) for x in v]
             recs.append(r)
-    cols = ["run_id", "kind", *(["not_counted"] if not_counted is not None else []), *OUR_FIELDS, *FIELDS]
+    cols = ["run_id", "kind", "not_counted", *OUR_FIELDS, *FIELDS]
     df = pd.DataFrame(recs)
     for c in cols:
         if c not in df.columns:
